@@ -1,0 +1,111 @@
+"""
+Role settings for the hpd-salt state tree: a role's pillar, with the defaults and
+checks of its schema (``pillar/<role>/schema.yaml``, JSON Schema as YAML).
+
+States read their settings through this module (``salt['hpd.settings']('common')``
+in a role's ``map.jinja``), so a wrong pillar value fails the render with the key
+named, and no state runs.
+
+:depends: jsonschema
+"""
+
+import copy
+
+import salt.utils.yaml
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import jsonschema
+
+    HAS_JSONSCHEMA = True
+except ImportError:
+    HAS_JSONSCHEMA = False
+
+__virtualname__ = "hpd"
+
+
+def __virtual__():
+    if not HAS_JSONSCHEMA:
+        return (False, "hpd: the jsonschema Python package is not installed")
+    return __virtualname__
+
+
+def with_defaults(schema, data):
+    """
+    Return ``data`` with the schema's ``default`` values filled in where ``data``
+    leaves a property out, recursively through objects. ``data`` is not changed.
+    """
+    if schema.get("type") != "object" or not isinstance(data, dict):
+        return data
+    filled = copy.deepcopy(data)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        if key in filled:
+            filled[key] = with_defaults(sub, filled[key])
+    return filled
+
+
+def defaults(schema):
+    """The settings a role gets from an empty pillar."""
+    return with_defaults(schema, {})
+
+
+def problems(schema, data, role):
+    """
+    Every way ``data`` breaks ``schema``, each as ``"<role>:<key>:...: <reason>"``
+    (Salt's colon notation for pillar keys), sorted by key. Empty when valid.
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    found = []
+    for error in validator.iter_errors(data):
+        key = ":".join([role, *(str(p) for p in error.absolute_path)])
+        found.append(f"{key}: {error.message}")
+    return sorted(found)
+
+
+def check(schema, data, role):
+    """
+    ``data`` with defaults filled in, or SaltInvocationError naming every bad key.
+    """
+    if data is None:
+        data = {}
+    filled = with_defaults(schema, data)
+    found = problems(schema, filled, role)
+    if found:
+        raise SaltInvocationError(
+            "pillar {} is invalid: {}".format(role, "; ".join(found))
+        )
+    return filled
+
+
+def schema(role, saltenv=None):
+    """
+    The schema of a role's pillar, from ``salt://pillar/<role>/schema.yaml``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hpd.schema common
+    """
+    text = __salt__["cp.get_file_str"](
+        f"salt://pillar/{role}/schema.yaml", saltenv=saltenv or __opts__["saltenv"] or "base"
+    )
+    if not text:
+        raise CommandExecutionError(f"no schema for role {role} (pillar/{role}/schema.yaml)")
+    return salt.utils.yaml.safe_load(text)
+
+
+def settings(role, saltenv=None):
+    """
+    A role's settings: pillar ``<role>`` with its schema's defaults filled in,
+    checked against the schema. A wrong value raises an error naming the key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' hpd.settings common
+    """
+    return check(schema(role, saltenv), __pillar__.get(role), role)

@@ -1,0 +1,1 @@
+# The dev environment: a developer's farm, the lab.

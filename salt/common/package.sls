@@ -1,0 +1,5 @@
+{%- from tpldir ~ "/map.jinja" import common with context %}
+
+common-package-installed:
+  pkg.installed:
+    - pkgs: {{ common.packages | json }}

@@ -1,0 +1,7 @@
+# Roles come from pillar `hpd:roles`, which the master sets from its inventory
+# (pillar/top.sls), so a minion cannot claim a role by setting a grain. The
+# `roles` and `env` grains mirror the inventory for `salt -G` convenience only.
+base:
+  'hpd:env:*':
+    - match: pillar
+    - common
