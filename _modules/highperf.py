@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import re
+import select
 import socket
 import tempfile
 import threading
@@ -108,7 +109,11 @@ def _number(name, value, integer=False):
                 ) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SaltInvocationError(f"{name} must be a positive number, got {original!r}")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        sane = math.isfinite(value) and value > 0
+    except OverflowError:  # an int too large for a float
+        sane = False
+    if not sane:
         raise SaltInvocationError(f"{name} must be a positive number, got {original!r}")
     if integer:
         if value != int(value):
@@ -385,10 +390,10 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
     in front); if many do, the sum can exceed RAM and the OOM killer ends
     PostgreSQL backends. PGTune assumes the worst: each connection and
     worker may use three work_mem allocations at once, after shared_buffers
-    is taken, so the total stays within RAM (about 20MB in the same case).
-    Pick seed for few connections running reports or large sorts that
-    should not spill to disk; pick a PGTune profile when connections are
-    many and memory must stay predictable.
+    is taken, so the total stays within RAM (37MB in the same case, web
+    profile on 8 CPUs). Pick seed for few connections running reports or
+    large sorts that should not spill to disk; pick a PGTune profile when
+    connections are many and memory must stay predictable.
 
     CLI Example:
 
@@ -435,9 +440,15 @@ def _mysql_tune(mem_mib):
     per_instance = target // instances
     # MySQL rounds the pool *up* to a multiple of chunk_size * instances.
     # Choose the chunk so the pool is such a multiple just below the target:
-    # chunks of about 128MiB, at most 1000 chunks in all.
-    chunks = max(
-        1, min(math.ceil(per_instance / MYSQL_DEFAULT_CHUNK_MIB), MYSQL_MAX_CHUNKS // instances)
+    # the chunk count per instance that wastes least, then the chunk nearest
+    # MySQL's 128MiB default (within a factor of two of it, or of the fewest
+    # chunks allowed), never more than 1000 chunks in all.
+    most = max(1, MYSQL_MAX_CHUNKS // instances)
+    near_default = min(math.ceil(per_instance / MYSQL_DEFAULT_CHUNK_MIB), most)
+    candidates = range(max(1, near_default // 2), min(2 * near_default, most) + 1)
+    chunks = min(
+        candidates,
+        key=lambda k: (per_instance % k, abs(per_instance // k - MYSQL_DEFAULT_CHUNK_MIB)),
     )
     chunk = per_instance // chunks
     pool = chunk * chunks * instances
@@ -454,12 +465,13 @@ def mysql_tune(mem_total=None):
 
     ``innodb_buffer_pool_size`` is 80% of RAM (the seed's rule), rounded down
     to a whole MiB and then down to a multiple of ``chunk_size * instances``
-    (MySQL would otherwise round it *up*, past 80%); the result stays within
-    0.3% below 80%. ``innodb_buffer_pool_instances`` is what that size
-    implies: one per whole GiB of pool so each instance holds at least 1GiB
-    (MySQL's advice), 1 below 1GiB, at most 64. ``innodb_buffer_pool_chunk_size``
-    is the matching chunk (about 128MiB, at most 1000 chunks in the pool);
-    set all three together.
+    (MySQL would otherwise round it *up*, past 80%); it ends within 0.5%
+    below 80%. ``innodb_buffer_pool_instances`` is what that size implies:
+    one per whole GiB of pool, so each instance holds at least 1GiB (MySQL's
+    advice), 1 below 1GiB, at most 64. ``innodb_buffer_pool_chunk_size`` is
+    the matching chunk: the one that wastes least, near MySQL's 128MiB
+    default (within a factor of two when at most 1000 chunks allow it); set
+    all three together.
 
     Sizes are my.cnf strings (``'13068M'``, ``'12G'``); the instance count is
     a number.
@@ -612,6 +624,7 @@ _NET_FIELDS = (
     "rx_drops",
     "tx_drops",
 )
+_RATE_FIELDS = tuple(f"{field}_per_s" for field in _NET_FIELDS)
 _CPU_MODES = ("user", "nice", "system", "irq", "softirq", "iowait", "steal", "idle")
 #: Read-only image filesystems: always 100% full, never worth sizing.
 _IMAGE_FSTYPES = frozenset({"squashfs", "iso9660", "erofs", "udf"})
@@ -619,7 +632,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 _LOCK = threading.Lock()
 _STATE = {}  # previous sample: pid, boot_id, mono, cpu, net
-_MOUNTS = {"key": None, "value": ()}
+_MOUNTS = {"value": None, "pid": None, "file": None, "poll": None}
+_MOUNTS_LOCK = threading.Lock()
 _FSTYPES = {"physical": None, "known": frozenset()}
 _NAMES = {}
 _BOOT_ID = []
@@ -658,7 +672,7 @@ def _cpu_block(prev, cur, cpu_count, interval):
     (psutil's semantics: guest time is already in user/nice; busy excludes
     idle and iowait; negative field deltas count as 0).
     """
-    deltas = {k: max(0.0, cur[k] - prev.get(k, 0.0)) for k in cur}
+    deltas = {k: max(0.0, cur[k] - prev.get(k, cur[k])) for k in cur}
     total = sum(deltas.values()) - deltas.get("guest", 0.0) - deltas.get("guest_nice", 0.0)
     percent = {}
     if total > 0:
@@ -714,10 +728,14 @@ def _net_block(prev, cur, interval):
     for nic, counters in cur.items():
         before = prev.get(nic) or counters
         entry = dict(zip(_NET_FIELDS, counters, strict=True))
-        for field, value, old in zip(_NET_FIELDS, counters, before, strict=True):
-            delta = value - old
-            rate = delta / interval if delta > 0 and interval > 0 else 0.0
-            entry[field + "_per_s"] = round(rate, 3)
+        if interval > 0:
+            rates = [
+                round((new - old) / interval, 3) if new > old else 0.0
+                for new, old in zip(counters, before, strict=True)
+            ]
+        else:
+            rates = [0.0] * len(_NET_FIELDS)
+        entry.update(zip(_RATE_FIELDS, rates, strict=True))
         ret[_safe_name(nic)] = entry
     return ret
 
@@ -774,16 +792,48 @@ def _select_mounts(partitions, physical, isdir=os.path.isdir):
     return tuple(ret)
 
 
+def _mounts_changed():
+    """
+    False only when the kernel says the mount table is unchanged since this
+    process last read it: /proc/self/mounts is pollable, a mount or unmount
+    raises POLLPRI on it until it is read again (proc(5)). Re-reads it when
+    it has changed, so the next change is signalled too.
+    """
+    pid = os.getpid()
+    if _MOUNTS["pid"] == pid:
+        if _MOUNTS["poll"] is None:
+            return True  # no pollable mount table here: always re-read
+        if not _MOUNTS["poll"].poll(0):
+            return False
+        try:
+            _MOUNTS["file"].seek(0)
+            _MOUNTS["file"].read()
+        except OSError:
+            _MOUNTS["poll"] = None
+        return True
+    # First look in this process. A descriptor inherited through fork belongs
+    # to the parent: reading it would consume the parent's events.
+    _MOUNTS.update(pid=pid, file=None, poll=None)
+    try:
+        fh = open("/proc/self/mounts", "rb", buffering=0)  # noqa: SIM115 - kept open
+        fh.read()
+        poller = select.poll()
+        poller.register(fh.fileno(), select.POLLPRI | select.POLLERR)
+        _MOUNTS.update(file=fh, poll=poller)
+    except (OSError, AttributeError):  # no /proc, or no poll() (Windows)
+        pass
+    return True
+
+
 def _real_mounts():
-    partitions = psutil.disk_partitions(all=True)
-    key = tuple(partitions)
-    if key != _MOUNTS["key"]:
-        physical = _physical_fstypes()
-        if physical is not None and any(p.fstype not in _FSTYPES["known"] for p in partitions):
-            physical = _physical_fstypes(refresh=True)
-        _MOUNTS["value"] = _select_mounts(partitions, physical)
-        _MOUNTS["key"] = key
-    return _MOUNTS["value"]
+    with _MOUNTS_LOCK:
+        if _mounts_changed() or _MOUNTS["value"] is None:
+            partitions = psutil.disk_partitions(all=True)
+            physical = _physical_fstypes()
+            if physical is not None and any(p.fstype not in _FSTYPES["known"] for p in partitions):
+                physical = _physical_fstypes(refresh=True)
+            _MOUNTS["value"] = _select_mounts(partitions, physical)
+        return _MOUNTS["value"]
 
 
 def _disk_block():
@@ -825,7 +875,8 @@ def _boot_id():
 
 
 def _state_path():
-    cachedir = __opts__.get("cachedir") if __opts__ else None
+    # .get only: truth-testing the loader's opts walks every key.
+    cachedir = __opts__.get("cachedir")
     return os.path.join(cachedir, "highperf", "vitals.json") if cachedir else None
 
 
@@ -854,6 +905,7 @@ def _load_state(path, boot_id):
 def _save_state(path, state):
     if not path:
         return
+    tmp = None
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
@@ -861,8 +913,10 @@ def _save_state(path, state):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({k: state[k] for k in ("boot_id", "mono", "cpu", "net")}, fh)
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, TypeError, ValueError) as exc:
         log.debug("highperf: cannot save the vitals sample to %s: %s", path, exc)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _sample_pair():
@@ -915,8 +969,9 @@ def vitals():
         ``nice``, ``system``, ``irq``, ``softirq``, ``iowait``, ``steal``,
         ``idle``.
     ``memory``
-        ``total`` and ``available`` bytes, ``used_percent`` (of total, not
-        available), ``swap_total``, ``swap_used`` bytes, ``swap_used_percent``.
+        ``total`` and ``available`` bytes, ``used_percent`` (``(total -
+        available) / total``, as psutil), ``swap_total``, ``swap_used``
+        bytes, ``swap_used_percent``.
     ``disk``
         per real mounted filesystem (device-backed, plus ``/`` even on
         overlay, one entry per device, no read-only images), keyed by mount
@@ -927,13 +982,16 @@ def vitals():
     ``network``
         per interface (dots as ``_``): ``rx_``/``tx_`` ``bytes``,
         ``packets``, ``errors``, ``drops`` counters and each as a
-        ``..._per_s`` rate.
+        ``..._per_s`` rate (0 for an interface first seen, or whose counters
+        were reset).
 
-    Percentages and rates cover the time since the previous call (any
-    process on this boot: the sample is kept in memory and in the minion
-    cachedir), or since the last sample at least 1 s old when calls come
-    faster. The very first call on a boot measures over a 0.25 s sample;
-    later calls never sleep.
+    Percentages and rates cover the time since the previous call, or since
+    the last sample at least 1 s old when calls come faster. The previous
+    sample is kept in memory and in ``<cachedir>/highperf/vitals.json``, so
+    it carries across minion jobs (forked processes) and ``salt-call`` runs
+    on the same boot. Only the very first call on a boot measures over a
+    0.25 s sample; later calls never sleep. The mount table is parsed again
+    only when the kernel signals a mount or unmount.
 
     CLI Example:
 

@@ -19,12 +19,12 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -86,17 +86,22 @@ def run(cmd, **kw):
 # --------------------------------------------------------------------------- spec
 
 
-def load_spec(path=None):
-    """Read a lab spec and return it normalised (addresses as strings, sizes ints)."""
+def load_spec(path=None, name=None, subnet=None):
+    """Read a lab spec and return it normalised (addresses as strings, sizes ints).
+
+    `name` and `subnet` override the spec's, so a second lab of the same spec (the
+    tests') can run beside the first (the demo's).
+    """
     path = Path(path or DEFAULT_SPEC)
     spec = yaml.safe_load(path.read_text())
-    subnet = ipaddress.ip_network(os.environ.get("HPD_LAB_SUBNET", spec.get("subnet", "10.77.0.0/24")))
+    subnet = ipaddress.ip_network(subnet or spec.get("subnet", "10.77.0.0/24"))
     if subnet.overlaps(ipaddress.ip_network("192.0.2.0/24")):
         raise LabError(f"subnet {subnet} overlaps the machine's network 192.0.2.0/24")
-    hosts = {}
-    for name, host in spec["hosts"].items():
-        hosts[name] = host_entry(subnet, name, host)
-    return {"name": spec["name"], "subnet": str(subnet), "hosts": hosts}
+    hosts = {host: host_entry(subnet, host, entry) for host, entry in spec["hosts"].items()}
+    name = name or spec["name"]
+    if not name.isalnum() or len(name) > 8:
+        raise LabError(f"lab name {name!r}: at most 8 letters and digits (it names the bridge)")
+    return {"name": name, "subnet": str(subnet), "hosts": hosts}
 
 
 def host_entry(subnet, name, host):
@@ -310,13 +315,9 @@ def make_cgroups(dirs, host):
 
 def enable_v2_controllers(dirs):
     """cgroup v2: memory and cpu must be enabled in every parent of a limited group."""
+    root = Path("/sys/fs/cgroup")
     for d in dirs:
-        parent = d.parent
-        chain = []
-        while parent != Path("/sys/fs/cgroup").parent and (parent / "cgroup.subtree_control").exists():
-            chain.append(parent)
-            parent = parent.parent
-        for p in reversed(chain):
+        for p in reversed([q for q in d.parents if q == root or root in q.parents]):
             try:
                 (p / "cgroup.subtree_control").write_text("+memory +cpu")
             except OSError as exc:
@@ -368,7 +369,7 @@ class Lab:
 
     @property
     def bridge(self):
-        return f"{self.name[:8]}-br0"
+        return f"{self.name}-br0"
 
     def bridge_address(self, state):
         return str(ipaddress.ip_network(state["subnet"]).network_address + 1)
@@ -383,7 +384,9 @@ class Lab:
 
     # master ------------------------------------------------------------------
     def master_config(self, state):
-        ignore = "^({}/)?(pillar/.*\\.sls|lab|tests|\\.git|\\.ci)($|/)".format(str(REPO))
+        # The repo root is a file root (salt://orch, salt://pillar/<role>/schema.yaml);
+        # pillar data, the lab and the tests are not for minions.
+        ignore = f"^({re.escape(str(REPO))}/)?(pillar/.*\\.sls|lab|tests|\\.git|\\.ci)($|/)"
         return {
             "id": f"{self.name}-master",
             "user": "root",
@@ -394,6 +397,10 @@ class Lab:
             "file_ignore_regex": [ignore],
             "pillar_raise_on_missing": False,
             "state_output": "changes",
+            # Lab hosts share two cores: a busy minion can take seconds to say it
+            # is still working, and the CLI must not take that for a dead minion.
+            "timeout": 20,
+            "gather_job_timeout": 30,
             "log_file": str(self.master_dir / "master.log"),
             "key_logfile": str(self.master_dir / "key.log"),
             "log_level_logfile": "info",
@@ -468,7 +475,9 @@ class Lab:
         self.write_minion_config(state, name, root)
         self.seed_minion_key(name, root)
         return [
-            "systemd-nspawn", "-D", root, "-M", name, "--register=no", "--keep-unit",
+            # The machine name (unique across labs) names the host-side veth.
+            "systemd-nspawn", "-D", root, "-M", f"{self.name}-{name}", "--register=no",
+            "--keep-unit",
             "--resolv-conf=off", "--timezone=off", "-b", "--console=passive",
             f"--network-bridge={self.bridge}",
             f"--bind-ro={VENV}",
@@ -632,6 +641,7 @@ class Lab:
         state = self.load() or {"hosts": {}}
         pids = [h["pid"] for h in state["hosts"].values()
                 if h.get("pid") and is_process(h["pid"], "systemd-nspawn")]
+        veths = bridge_ports(self.bridge)
         master = self.master_pid()
         for pid in pids + ([master] if master else []):
             os.kill(pid, signal.SIGTERM)
@@ -650,14 +660,19 @@ class Lab:
             remove_cgroup_tree(top)
         for mount in reversed(lab_mounts(self.dir)):
             run(["umount", "-l", mount], check=False)
-        for name in state["hosts"]:
-            veth = f"vb-{name}"[:15]
+        for veth in veths:  # gone with their host's namespace, unless something went wrong
             run(["ip", "link", "del", veth], check=False, capture_output=True)
         run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def bridge_ports(bridge):
+    out = run(["ip", "-j", "link", "show", "master", bridge], check=False, capture_output=True,
+              text=True)
+    return [link["ifname"] for link in json.loads(out.stdout or "[]")]
 
 
 def join_cgroups(dirs):
@@ -723,7 +738,7 @@ def parse_size_args(args):
 
 
 def current_lab(args):
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.name, args.subnet)
     return Lab(spec["name"]), spec
 
 
@@ -756,6 +771,14 @@ def cmd_add(args):
     cmd_status(args)
 
 
+def cmd_build(args):
+    """Build (or check) the base rootfs, the archive cache and the wheelhouse."""
+    base = build_base()
+    fill_archives(base)
+    fill_wheelhouse()
+    log(f"base, archives and wheelhouse are ready in {LAB_ROOT}")
+
+
 def cmd_down(args):
     lab, _ = current_lab(args)
     fd = lab.lock()
@@ -778,7 +801,7 @@ def cmd_status(args):
                      "answering" if name in up else lab.minion_state(state, name)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"master: {lab.bridge_address(state)} (config {lab.master_dir}/master), "
           f"cgroups: {state['cgroup_mode']}")
     return 0
@@ -805,7 +828,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", default=os.environ.get("HPD_LAB_SPEC"),
                         help="lab spec (default lab/specs/farm.yaml, or $HPD_LAB_SPEC)")
+    parser.add_argument("--name", default=os.environ.get("HPD_LAB_NAME"),
+                        help="lab name instead of the spec's (or $HPD_LAB_NAME)")
+    parser.add_argument("--subnet", default=os.environ.get("HPD_LAB_SUBNET"),
+                        help="lab subnet instead of the spec's (or $HPD_LAB_SUBNET)")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build the base rootfs, archive cache and wheelhouse")
     sub.add_parser("up", help="build what is missing and boot the spec's hosts")
     sub.add_parser("down", help="remove every process, mount, cgroup and link of the lab")
     sub.add_parser("status", help="hosts, addresses, roles, systemd and minion state")
@@ -826,8 +854,8 @@ def main(argv=None):
     try:
         if args.command in ("salt", "salt-run", "salt-key"):
             return cmd_salt(args, args.command)
-        handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "add": cmd_add,
-                   "exec": cmd_exec}[args.command]
+        handler = {"build": cmd_build, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+                   "add": cmd_add, "exec": cmd_exec}[args.command]
         return handler(args) or 0
     except LabError as exc:
         log(f"error: {exc}")

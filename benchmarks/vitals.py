@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""
+Cost per call of ``highperf.vitals`` against the composite of Salt's own
+``status.loadavg``, ``status.cpustats``, ``status.meminfo``,
+``status.diskusage`` and ``status.netdev``, both called in-process through
+Salt's loader (``salt.loader.minion_mods``), so process start-up is not
+counted. A plain psutil read of the same facts is timed too, for reference.
+
+    /opt/hpd-salt/venv/bin/python benchmarks/vitals.py [--number N] [--repeat R]
+        [--max-ratio X] [--json]
+
+The issue's aim: ratio (vitals / composite) <= 1.0 while returning rates and
+more, and never a fixed sleep inside the call. ``--max-ratio`` turns the aim
+into an exit status (1 when exceeded, or when any timed call looks like it
+slept).
+"""
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STATUS_FUNCTIONS = (
+    "status.loadavg",
+    "status.cpustats",
+    "status.meminfo",
+    "status.diskusage",
+    "status.netdev",
+)
+
+
+def load_modules(cachedir):
+    """Salt's execution modules with the repo's _modules, as a minion loads them."""
+    import salt.config
+    import salt.loader
+
+    opts = salt.config.minion_config(None)
+    opts.update(
+        {
+            "file_client": "local",
+            "cachedir": cachedir,
+            "extension_modules": os.path.join(cachedir, "extmods"),
+            "module_dirs": [str(REPO / "_modules")],
+        }
+    )
+    opts["grains"] = salt.loader.grains(opts)
+    utils = salt.loader.utils(opts)
+    return salt.loader.minion_mods(opts, utils=utils)
+
+
+def psutil_reference():
+    """The same facts read straight from psutil, no rates, no loader."""
+    import psutil
+
+    def read():
+        os.getloadavg()
+        psutil.cpu_times()
+        psutil.virtual_memory()
+        psutil.swap_memory()
+        for part in psutil.disk_partitions(all=False):
+            os.statvfs(part.mountpoint)
+        psutil.net_io_counters(pernic=True)
+
+    return read
+
+
+def per_call_ms(func, number, repeat):
+    """Per-call milliseconds of each of ``repeat`` runs of ``number`` calls."""
+    return [t / number * 1000.0 for t in timeit.repeat(func, number=number, repeat=repeat)]
+
+
+def slowest_call_ms(func, number):
+    slowest = 0.0
+    for _ in range(number):
+        start = time.perf_counter()
+        func()
+        slowest = max(slowest, time.perf_counter() - start)
+    return slowest * 1000.0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--number", type=int, default=500, help="calls per timing run")
+    parser.add_argument("--repeat", type=int, default=7, help="timing runs per candidate")
+    parser.add_argument("--max-ratio", type=float, default=None, help="fail above this ratio")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.ERROR)
+    cachedir = tempfile.mkdtemp(prefix="hpd-vitals-bench-")
+    try:
+        start = time.perf_counter()
+        mods = load_modules(cachedir)
+        load_s = time.perf_counter() - start
+
+        status_funcs = [mods[name] for name in STATUS_FUNCTIONS]
+        vitals = mods["highperf.vitals"]
+
+        def composite():
+            for func in status_funcs:
+                func()
+
+        # The first vitals call on a boot takes its one short sample; time it
+        # apart, then warm everything up.
+        start = time.perf_counter()
+        vitals()
+        first_ms = (time.perf_counter() - start) * 1000.0
+        for _ in range(50):
+            composite()
+            vitals()
+
+        candidates = {
+            "highperf.vitals": vitals,
+            "status composite": composite,
+            "psutil reference": psutil_reference(),
+        }
+        runs = {name: [] for name in candidates}
+        # Interleave the candidates so drift on the machine hits them alike.
+        for _ in range(args.repeat):
+            for name, func in candidates.items():
+                runs[name].extend(per_call_ms(func, args.number, 1))
+        slowest = {name: slowest_call_ms(func, args.number) for name, func in candidates.items()}
+        leaves = sum(1 for _ in _leaves(vitals()))
+    finally:
+        shutil.rmtree(cachedir, ignore_errors=True)
+
+    best = {name: min(values) for name, values in runs.items()}
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    ratio = best["highperf.vitals"] / best["status composite"]
+    ratio_median = median["highperf.vitals"] / median["status composite"]
+    result = {
+        "loader_seconds": round(load_s, 3),
+        "number": args.number,
+        "repeat": args.repeat,
+        "best_ms": {k: round(v, 4) for k, v in best.items()},
+        "median_ms": {k: round(v, 4) for k, v in median.items()},
+        "slowest_call_ms": {k: round(v, 3) for k, v in slowest.items()},
+        "vitals_first_call_ms": round(first_ms, 1),
+        "vitals_leaves": leaves,
+        "ratio": round(ratio, 3),
+        "ratio_median": round(ratio_median, 3),
+    }
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"in-process through Salt's loader, {args.repeat} x {args.number} calls each")
+        print(f"{'':20s} {'best ms/call':>13s} {'median':>9s} {'slowest':>9s}")
+        for name in candidates:
+            print(f"{name:20s} {best[name]:13.4f} {median[name]:9.4f} {slowest[name]:9.3f}")
+        print(f"ratio vitals / composite: {ratio:.3f} (median {ratio_median:.3f})")
+        print(
+            f"vitals returns {leaves} numbers incl. rates; first call on this boot "
+            f"(one short sample): {first_ms:.1f} ms"
+        )
+
+    failed = False
+    if args.max_ratio is not None and ratio > args.max_ratio:
+        print(f"FAIL: ratio {ratio:.3f} > {args.max_ratio}", file=sys.stderr)
+        failed = True
+    if args.max_ratio is not None and slowest["highperf.vitals"] > 100.0:
+        print("FAIL: a vitals call took over 100 ms: does it sleep?", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
+
+
+def _leaves(tree):
+    for value in tree.values():
+        if isinstance(value, dict):
+            yield from _leaves(value)
+        else:
+            yield value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The lab for integration tests: booted once per test run, shared, removed at the end.
+
+The tests' lab is the default farm spec under its own name and subnet, so it runs
+beside a demo lab without touching it. HPD_TEST_KEEP_LAB=1 leaves it up after the
+run (the next run reuses it), which makes iterating on one test fast.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+
+import labctl  # noqa: E402
+
+NAME = os.environ.get("HPD_TEST_LAB_NAME", "hpdtest")
+SUBNET = os.environ.get("HPD_TEST_LAB_SUBNET", "10.79.0.0/24")
+
+
+class LabHandle:
+    """What tests need of a running lab: its hosts, the salt CLIs, a shell in a host."""
+
+    def __init__(self, name, subnet, spec=None):
+        self.spec = labctl.load_spec(spec, name, subnet)
+        self.lab = labctl.Lab(self.spec["name"])
+
+    def up(self):
+        fd = self.lab.lock()
+        try:
+            self.lab.up(self.spec)
+        finally:
+            os.close(fd)
+
+    def down(self):
+        fd = self.lab.lock()
+        try:
+            self.lab.down()
+        finally:
+            os.close(fd)
+
+    @property
+    def state(self):
+        return self.lab.load()
+
+    @property
+    def hosts(self):
+        return sorted(self.state["hosts"])
+
+    def salt(self, *args, program="salt", timeout=600):
+        """Run the salt CLI against the lab's master; the parsed JSON it prints.
+
+        The CLI waits up to `timeout` seconds for every minion's return before it
+        asks a minion whether it is still busy: lab hosts share two cores, and a
+        minion deep in dpkg can be slow to answer that question.
+        """
+        out = subprocess.run(
+            [*self.lab.salt_cmd(program), "-t", str(timeout), *args, "--out=json", "--static"],
+            capture_output=True, text=True, timeout=timeout + 60,
+        )
+        try:
+            return json.loads(out.stdout)
+        except json.JSONDecodeError:
+            raise AssertionError(
+                f"salt {' '.join(args)} printed no JSON (rc {out.returncode}):\n"
+                f"{out.stdout}\n{out.stderr}"
+            ) from None
+
+    def salt_run(self, *args, timeout=900):
+        return self.salt(*args, program="salt-run", timeout=timeout)
+
+    def exec(self, host, *cmd, check=True):
+        """Run a command in a host; its CompletedProcess (text)."""
+        return self.lab.exec_in(self.state, host, list(cmd), check=check,
+                                capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    handle = LabHandle(NAME, SUBNET)
+    handle.up()
+    yield handle
+    if os.environ.get("HPD_TEST_KEEP_LAB") != "1":
+        handle.down()
+
+
+def state_results(returned, hosts):
+    """{host: [state result dict, ...]}; fails on a host that returned errors or nothing."""
+    assert sorted(returned) == sorted(hosts), f"no return from {set(hosts) - set(returned)}"
+    results = {}
+    for host, ret in returned.items():
+        assert isinstance(ret, dict), f"{host} did not run states: {ret}"
+        results[host] = list(ret.values())
+    return results
+
+
+@pytest.fixture(scope="session")
+def highstate(lab):
+    """The first highstate of every host of the lab, as {host: [state results]}."""
+    return state_results(lab.salt("*", "state.apply"), lab.hosts)

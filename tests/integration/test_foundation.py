@@ -1,0 +1,83 @@
+"""The lab and the common role, on real systemd hosts with a real salt-master."""
+
+import json
+
+import pytest
+from conftest import state_results
+
+pytestmark = pytest.mark.lab
+
+
+def test_every_host_boots_systemd(lab):
+    assert len(lab.hosts) >= 3
+    for host in lab.hosts:
+        state = lab.exec(host, "systemctl", "is-system-running", check=False).stdout.strip()
+        assert state in ("running", "degraded"), f"{host}: {state}"
+
+
+def test_every_minion_answers(lab):
+    assert lab.salt("*", "test.ping") == {host: True for host in lab.hosts}
+
+
+def test_hosts_are_limited_to_their_declared_size(lab):
+    grains = lab.salt("*", "grains.item", "mem_total", "num_cpus")
+    for host, entry in lab.state["hosts"].items():
+        assert grains[host] == {"mem_total": entry["memory"], "num_cpus": entry["cpus"]}
+        limit = lab.exec(host, "cat", "/sys/fs/cgroup/memory.max", check=False).stdout.strip()
+        if limit:  # a pure cgroup v2 host sees its own limit
+            assert int(limit) == entry["memory"] * 2**20
+
+
+def test_pillar_comes_from_the_inventory(lab):
+    pillar = lab.salt("*", "pillar.item", "hpd", "unmask=True")
+    for host, entry in lab.state["hosts"].items():
+        assert pillar[host]["hpd"] == {"env": entry["env"], "roles": entry["roles"]}
+
+
+def test_highstate_applies_common_everywhere(lab, highstate):
+    assert sorted(highstate) == lab.hosts
+    for host, results in highstate.items():
+        failed = [r["__id__"] for r in results if r["result"] is not True]
+        assert not failed, f"{host}: {failed}"
+        assert any(r["__id__"] == "common-app-user-present" for r in results)
+
+
+def test_app_user_exists_and_owns_srv(lab, highstate):
+    for host in lab.hosts:
+        name, _, uid, gid, _, home, shell = lab.exec(host, "getent", "passwd", "hpd").stdout.split(":")
+        assert int(uid) == 1500 and int(gid) == 1500, host
+        assert home == "/srv/hpd" and shell.strip() == "/usr/sbin/nologin", host
+        owners = lab.exec(host, "stat", "-c", "%n %U %G %a", "/srv/hpd", "/srv/hpd/releases",
+                          "/srv/hpd/log").stdout.splitlines()
+        assert owners == ["/srv/hpd hpd hpd 755", "/srv/hpd/releases hpd hpd 750",
+                          "/srv/hpd/log hpd hpd 750"], host
+        zone = lab.exec(host, "readlink", "/etc/localtime").stdout.strip()
+        assert zone.endswith("Etc/UTC"), host
+
+
+def test_second_highstate_changes_nothing(lab, highstate):
+    again = state_results(lab.salt("*", "state.apply"), lab.hosts)
+    for host, results in again.items():
+        changed = [r["__id__"] for r in results if r["changes"]]
+        assert not changed, f"{host} changed on the second run: {changed}"
+        assert all(r["result"] is True for r in results), host
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"app_user": {"uid": 0}}, "common:app_user:uid: 0 is less than the minimum of 1000"),
+        ({"app_user": {"uid": "abc"}}, "common:app_user:uid: 'abc' is not of type 'integer'"),
+        ({"timezonne": "Etc/UTC"}, "'timezonne' was unexpected"),
+    ],
+)
+def test_bad_pillar_fails_the_render_and_changes_nothing(lab, highstate, bad, message):
+    # A good change rides along with the bad value: it must not be applied either.
+    pillar = {"common": {"timezone": "Europe/Paris", **bad}}
+    returned = lab.salt("*", "state.apply", f"pillar={json.dumps(pillar)}")
+    for host in lab.hosts:
+        errors = returned[host]
+        assert isinstance(errors, list), f"{host} ran states despite a bad pillar: {errors}"
+        assert any(message in e for e in errors), f"{host}: {errors}"
+        zone = lab.exec(host, "readlink", "/etc/localtime").stdout.strip()
+        assert zone.endswith("Etc/UTC"), f"{host} changed its time zone to {zone}"

@@ -1,0 +1,129 @@
+"""hpd: role settings from pillar, with schema defaults and checks."""
+
+import importlib.util
+from pathlib import Path
+
+import jsonschema
+import pytest
+import salt.config
+import salt.utils.yaml
+from salt.exceptions import SaltInvocationError
+from saltfactories.utils.functional import Loaders
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = sorted((REPO / "pillar").glob("*/schema.yaml"))
+
+
+def load(path):
+    return salt.utils.yaml.safe_load(path.read_text())
+
+
+@pytest.fixture
+def hpd(minion_opts):
+    return Loaders(minion_opts).modules.hpd
+
+
+@pytest.fixture
+def minion_opts(tmp_path):
+    opts = salt.config.minion_config(None)
+    opts.update(
+        file_client="local",
+        file_roots={"base": [str(REPO / "salt"), str(REPO)]},
+        module_dirs=[str(REPO / "_modules")],
+        cachedir=str(tmp_path / "cache"),
+        pki_dir=str(tmp_path / "pki"),
+        id="unit",
+        pillar={},
+    )
+    return opts
+
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "default": "hpd"},
+        "user": {
+            "type": "object",
+            "default": {},
+            "properties": {
+                "uid": {"type": "integer", "minimum": 1000, "default": 1500},
+                "shell": {"type": "string", "default": "/bin/false"},
+            },
+        },
+    },
+}
+
+
+def test_defaults_fill_nested_objects():
+    assert hpd_module().defaults(SCHEMA) == {"name": "hpd",
+                                             "user": {"uid": 1500, "shell": "/bin/false"}}
+
+
+def test_given_values_win_over_defaults_and_input_is_not_changed():
+    data = {"user": {"uid": 2000}}
+    filled = hpd_module().with_defaults(SCHEMA, data)
+    assert filled == {"name": "hpd", "user": {"uid": 2000, "shell": "/bin/false"}}
+    assert data == {"user": {"uid": 2000}}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"user": {"uid": 0}}, "role:user:uid: 0 is less than the minimum of 1000"),
+        ({"user": {"uid": "abc"}}, "role:user:uid: 'abc' is not of type 'integer'"),
+        ({"nmae": "x"}, "role: Additional properties are not allowed ('nmae' was unexpected)"),
+    ],
+)
+def test_check_names_the_bad_key(data, message):
+    with pytest.raises(SaltInvocationError) as err:
+        hpd_module().check(SCHEMA, data, "role")
+    assert message in str(err.value)
+
+
+def test_check_reports_every_bad_key():
+    with pytest.raises(SaltInvocationError) as err:
+        hpd_module().check(SCHEMA, {"name": 3, "user": {"uid": 1}}, "role")
+    assert "role:name:" in str(err.value) and "role:user:uid:" in str(err.value)
+
+
+@pytest.mark.parametrize("schema_path", SCHEMAS, ids=lambda p: p.parent.name)
+def test_pillar_example_shows_exactly_the_schema_defaults(schema_path):
+    role = schema_path.parent.name
+    schema = load(schema_path)
+    example = load(schema_path.parent / "pillar.example")
+    assert example == {role: hpd_module().defaults(schema)}
+    hpd_module().check(schema, example[role], role)
+
+
+@pytest.mark.parametrize("schema_path", SCHEMAS, ids=lambda p: p.parent.name)
+def test_schema_is_valid_and_closed(schema_path):
+    schema = load(schema_path)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema.get("additionalProperties") is False, "a typo in a key must not pass"
+
+
+def test_settings_through_the_loader(hpd, minion_opts):
+    minion_opts["pillar"] = {"common": {"timezone": "Europe/Paris"}}
+    common = Loaders(minion_opts).modules.hpd.settings("common")
+    assert common["timezone"] == "Europe/Paris"
+    assert common["app_user"]["uid"] == 1500
+
+
+def test_settings_refuses_a_bad_value_through_the_loader(minion_opts):
+    minion_opts["pillar"] = {"common": {"app_user": {"uid": -1}}}
+    with pytest.raises(SaltInvocationError, match="common:app_user:uid"):
+        Loaders(minion_opts).modules.hpd.settings("common")
+
+
+def test_settings_of_a_role_without_schema_is_an_error(hpd):
+    with pytest.raises(Exception, match="no schema for role nosuchrole"):
+        hpd.settings("nosuchrole")
+
+
+def hpd_module():
+    """The module's pure functions, imported without the loader."""
+    spec = importlib.util.spec_from_file_location("hpd", REPO / "_modules" / "hpd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
