@@ -36,8 +36,9 @@ unit: $(VENV)/.installed
 integration: setup
 	$(PY) -m pytest tests/integration
 
+# pytest exits 5 when it collected no test: here that means a broken suite.
 test: setup lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected" >&2; exit $$rc; }
 
 demo: setup
 	$(PY) lab/demo.py

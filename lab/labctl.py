@@ -592,18 +592,26 @@ class Lab:
             return set()
         return {n for n, ok in answers.items() if ok is True}
 
-    def wait_ready(self, state, names, timeout=120):
-        def booted():
-            return all(self.system_state(state, n) in ("running", "degraded") for n in names)
+    def wait_ready(self, state, names, timeout=180):
+        """Wait until every host's systemd is up and every minion answers test.ping."""
+        waiting = {n: "not checked" for n in names}
 
-        wait_for(booted, timeout, "systemd in every host")
-        pending = set(names)
+        def booted():
+            for n in list(waiting):
+                waiting[n] = self.system_state(state, n)
+                if waiting[n] in ("running", "degraded"):
+                    del waiting[n]
+            return not waiting
+
+        wait_for(booted, timeout, "systemd in every host", waiting)
+        waiting.update({n: "minion not answering" for n in names})
 
         def answered():
-            pending.difference_update(self.ping(sorted(pending)))
-            return not pending
+            for n in self.ping(sorted(waiting)):
+                del waiting[n]
+            return not waiting
 
-        wait_for(answered, timeout, "every minion to answer test.ping")
+        wait_for(answered, timeout, "every minion to answer test.ping", waiting)
 
     # operations ----------------------------------------------------------------
     def up(self, spec, extra=None):
@@ -611,6 +619,7 @@ class Lab:
         base = build_base()
         archives = fill_archives(base)
         wheelhouse = fill_wheelhouse()
+        self.dir.mkdir(parents=True, exist_ok=True)
         state = self.load() or {"name": self.name, "subnet": spec["subnet"], "hosts": {},
                                 "cgroup_mode": cgroup_mode()}
         if state["subnet"] != spec["subnet"]:
@@ -714,13 +723,16 @@ def lab_mounts(directory):
     return mounts
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, pending=None):
+    """Poll `predicate` until true; on time-out, say what was still `pending` (a dict)."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout}s waiting for {what}")
+            still = ", ".join(f"{k}: {v}" for k, v in sorted((pending or {}).items()))
+            raise LabError(f"timed out after {timeout}s waiting for {what}"
+                           + (f" ({still})" if still else ""))
         time.sleep(0.3)
 
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""make demo: the farm in the lab, highstated, with what runs where and its vitals.
+
+Boots the default spec (lab `hpd`), applies the highstate to every host, then
+prints the hosts (roles, addresses), each host's vitals (highperf.vitals) and the
+URL of a vitals graph on the monitoring host, saved as a PNG.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import labctl  # noqa: E402
+
+GRAPH_PORT = 8080  # pillar monitoring:web:port (its default)
+
+
+def salt(lab, *args):
+    out = subprocess.run([*lab.salt_cmd(), "-t", "900", *args, "--out=json", "--static"],
+                         capture_output=True, text=True, check=False)
+    return json.loads(out.stdout or "{}")
+
+
+def highstate(lab):
+    failed = 0
+    for host, ret in sorted(salt(lab, "*", "state.apply").items()):
+        if not isinstance(ret, dict):
+            print(f"  {host}: {ret}")
+            failed += 1
+            continue
+        bad = [r["__id__"] for r in ret.values() if r["result"] is not True]
+        changed = sum(bool(r["changes"]) for r in ret.values())
+        print(f"  {host:8} {len(ret):3} states, {changed:3} changed, {len(bad)} failed {bad or ''}")
+        failed += bool(bad)
+    return failed
+
+
+def vitals(lab):
+    print(f"\n{'HOST':8} {'LOAD1':>6} {'CPU%':>6} {'MEM%':>6} {'DISK/%':>7} {'NET rx/s':>10}")
+    for host, v in sorted(salt(lab, "*", "highperf.vitals").items()):
+        if not isinstance(v, dict):
+            print(f"{host:8} {v}")
+            continue
+        rx = sum(i.get("rx_bytes_per_s", 0) for i in v["network"].values())
+        print(f"{host:8} {v['load']['1min']:6.2f} {v['cpu']['percent']['busy']:6.1f} "
+              f"{v['memory']['used_percent']:6.1f} {v['disk']['root']['used_percent']:7.1f} "
+              f"{rx:10.0f}")
+
+
+def graph(lab, state):
+    monitors = [n for n, h in state["hosts"].items() if "monitoring" in h["roles"]]
+    if not monitors:
+        return
+    address = state["hosts"][monitors[0]]["address"]
+    app = sorted(state["hosts"])[0]
+    query = urllib.parse.urlencode({
+        "target": [f"servers.{app}.load.1min", f"servers.{app}.cpu.percent.busy"],
+        "from": "-15min", "width": 800, "height": 400, "format": "png",
+        "title": f"{app} vitals"}, doseq=True)
+    url = f"http://{address}:{GRAPH_PORT}/render?{query}"
+    png = lab.dir / "vitals.png"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                png.write_bytes(response.read())
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                print(f"\nno graph from {url}: {exc}")
+                return
+            time.sleep(3)
+    print(f"\nvitals graph: {url}\nsaved as:     {png}")
+
+
+def main():
+    spec = labctl.load_spec()
+    lab = labctl.Lab(spec["name"])
+    fd = lab.lock()
+    try:
+        state, _ = lab.up(spec)
+    finally:
+        os.close(fd)
+    print("highstate:")
+    failed = highstate(lab)
+    print()
+    labctl.main(["status"])
+    vitals(lab)
+    graph(lab, state)
+    print("\n(lab/labctl salt -- ARGS to drive it; make down to remove it)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
