@@ -44,9 +44,10 @@ def test_highstate_applies_common_everywhere(lab, highstate):
 
 def test_app_user_exists_and_owns_srv(lab, highstate):
     for host in lab.hosts:
-        name, _, uid, gid, _, home, shell = lab.exec(host, "getent", "passwd", "hpd").stdout.split(":")
+        entry = lab.exec(host, "getent", "passwd", "hpd").stdout.strip()
+        _, _, uid, gid, _, home, shell = entry.split(":")
         assert int(uid) == 1500 and int(gid) == 1500, host
-        assert home == "/srv/hpd" and shell.strip() == "/usr/sbin/nologin", host
+        assert home == "/srv/hpd" and shell == "/usr/sbin/nologin", host
         owners = lab.exec(host, "stat", "-c", "%n %U %G %a", "/srv/hpd", "/srv/hpd/releases",
                           "/srv/hpd/log").stdout.splitlines()
         assert owners == ["/srv/hpd hpd hpd 755", "/srv/hpd/releases hpd hpd 750",

@@ -5,9 +5,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import labctl
 import pytest
 import yaml
+
+import labctl
 
 pytestmark = pytest.mark.lab
 
