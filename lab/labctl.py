@@ -422,13 +422,16 @@ class Lab:
         self.master_dir.mkdir(parents=True, exist_ok=True)
         config = self.master_config(state)
         conf.write_text(yaml.safe_dump(config, sort_keys=True))
-        # The CLI config used for polling: it gives up on a silent minion after 1 s.
-        (self.master_dir / "poll").mkdir(exist_ok=True)
-        (self.master_dir / "poll/master").write_text(
-            yaml.safe_dump({**config, "gather_job_timeout": 1}, sort_keys=True))
         self.write_inventory(state)
         if self.master_pid():
             return
+        # The master's keys are made here, so hosts can boot (trusting this key)
+        # while the master starts.
+        pki = self.master_dir / "etc/salt/pki/master"
+        write_key_pair(pki, config["id"])
+        for ext in ("pem", "pub"):
+            if not (pki / f"master.{ext}").exists():
+                (pki / f"master.{ext}").symlink_to(pki / f"{config['id']}.{ext}")
         cmd = [VENV / "bin/salt-master", "-c", self.master_dir, "-d", "--log-level=quiet"]
         mode = cgroup_mode()
         if mode == "systemd":
@@ -437,8 +440,6 @@ class Lab:
             dirs = host_cgroup_dirs(self.name, "master", {}, mode)
             make_cgroups(dirs, {})
             run(cmd, preexec_fn=lambda: join_cgroups(dirs))
-        wait_for(lambda: (self.master_dir / "etc/salt/pki/master/master.pub").exists()
-                 and self.master_pid(), 60, "the salt-master to start")
 
     def write_inventory(self, state):
         """The master's inventory: minion id -> roles, env (the lab's, or an operator's)."""
@@ -449,8 +450,8 @@ class Lab:
         tmp.write_text("# Written by lab/labctl from the lab spec.\n" + yaml.safe_dump(data))
         tmp.rename(inv / "inventory.yaml")
 
-    def salt_cmd(self, program="salt", config="."):
-        return [str(VENV / "bin" / program), "-c", str(self.master_dir / config)]
+    def salt_cmd(self, program="salt"):
+        return [str(VENV / "bin" / program), "-c", str(self.master_dir)]
 
     # hosts -------------------------------------------------------------------
     def host_dir(self, name):
@@ -506,15 +507,7 @@ class Lab:
     def seed_minion_key(self, name, root):
         """Make the host's key pair and accept it on the master before the host boots."""
         pki = root / "etc/salt/pki/minion"
-        pki.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not (pki / "minion.pem").exists():
-            import salt.crypt  # noqa: PLC0415  (slow import, only needed here)
-
-            private, public = salt.crypt.gen_keys(2048)
-            for key, text in (("minion.pem", private), ("minion.pub", public)):
-                fd = os.open(pki / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
+        write_key_pair(pki, "minion")
         accepted = self.master_dir / "etc/salt/pki/master/minions" / name
         accepted.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(pki / "minion.pub", accepted)
@@ -583,13 +576,20 @@ class Lab:
         return out.stdout.strip()
 
     def ping(self, names, timeout=3):
-        out = run([*self.salt_cmd(config="poll"), "-t", timeout, "-L",
-                   ",".join(names), "test.ping", "--out=json", "--static"],
-                  check=False, capture_output=True, text=True)
+        """The hosts among `names` whose minion answers test.ping within `timeout` s."""
+        import salt.client  # slow to import: only where needed
+
         try:
-            answers = json.loads(out.stdout or "{}")
-        except json.JSONDecodeError:
+            client = salt.client.LocalClient(str(self.master_dir / "master"))
+        except Exception:  # no master (yet): nobody answers
             return set()
+        try:
+            answers = client.cmd(names, "test.ping", tgt_type="list", timeout=timeout,
+                                 gather_job_timeout=1)
+        except Exception:  # the master is starting, or went away: nobody answers
+            return set()
+        finally:
+            client.destroy()
         return {n for n, ok in answers.items() if ok is True}
 
     def wait_ready(self, state, names, timeout=180):
@@ -603,6 +603,7 @@ class Lab:
                     del waiting[n]
             return not waiting
 
+        wait_for(self.master_pid, 60, "the salt-master to start")
         wait_for(booted, timeout, "systemd in every host", waiting)
         waiting.update({n: "minion not answering" for n in names})
 
@@ -676,6 +677,20 @@ class Lab:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def write_key_pair(pki, name):
+    """A Salt RSA key pair `name`.pem/.pub in `pki`, unless it is there already."""
+    pki.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (pki / f"{name}.pem").exists():
+        return
+    import salt.crypt  # slow to import: only where needed
+
+    private, public = salt.crypt.gen_keys(2048)
+    for key, text in ((f"{name}.pem", private), (f"{name}.pub", public)):
+        fd = os.open(pki / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
 
 def bridge_ports(bridge):
