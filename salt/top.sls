@@ -5,3 +5,6 @@ base:
   'hpd:env:*':
     - match: pillar
     - common
+  'hpd:roles:monitoring':
+    - match: pillar
+    - monitoring
