@@ -1088,7 +1088,10 @@ def push_vitals(host=None, port=None, prefix=None):
         raise SaltInvocationError(f"host must be a host name or address, got {host!r}")
 
     minion_id = __opts__.get("id") or __grains__.get("id") or socket.gethostname()
-    lines = _graphite_lines(vitals(), prefix, minion_id, time.time())
+    # Stamped when the push starts: a push slowed down by a loaded host still
+    # lands in the slot it was scheduled for.
+    started = time.time()
+    lines = _graphite_lines(vitals(), prefix, minion_id, started)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall("".join(lines).encode("utf-8"))
@@ -1101,3 +1104,72 @@ def push_vitals(host=None, port=None, prefix=None):
         __context__["retcode"] = 1
         return message
     return len(lines)
+
+
+# --------------------------------------------------------------------------- graphite schedule
+
+
+def _schedule_cron(interval):
+    if interval < 60 and 60 % interval == 0:
+        return f"* * * * * */{interval}"
+    if interval % 60 == 0 and 3600 % interval == 0:
+        return f"*/{interval // 60} * * * * 0" if interval < 3600 else "0 * * * * 0"
+    raise SaltInvocationError(
+        f"interval must divide a minute, or be whole minutes that divide an hour, got {interval}"
+    )
+
+
+def schedule_cron(interval):
+    """
+    The Salt schedule ``cron`` expression (seconds last) that runs a job every
+    ``interval`` seconds at wall-clock multiples of it, so each push of
+    :func:`push_vitals` lands just after its whisper slot starts and fills
+    exactly that slot (a ``seconds:`` job starts at a random phase and, near a
+    slot boundary, leaves one slot empty and writes the next twice).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' highperf.schedule_cron 10
+    """
+    return _schedule_cron(_number("interval", interval, integer=True))
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _seconds(spec):
+    spec = str(spec)
+    if spec[-1:] in _UNIT_SECONDS and spec[:-1].isdigit():
+        return int(spec[:-1]) * _UNIT_SECONDS[spec[-1]]
+    if spec.isdigit():
+        return int(spec)
+    raise SaltInvocationError(f"{spec!r} is not a duration like 10s, 5m, 30d")
+
+
+def _retentions(interval, finest, coarser):
+    archives = [f"{interval}s:{finest}", *coarser]
+    for archive in coarser:
+        precision = archive.split(":")[0]
+        if _seconds(precision) % interval:
+            raise SaltInvocationError(
+                f"coarser retention {archive}: {precision} is not a multiple of the "
+                f"push interval ({interval}s)"
+            )
+    return ",".join(archives)
+
+
+def retentions(interval, finest, coarser):
+    """
+    Carbon ``retentions`` for the vitals: the finest archive at the push
+    ``interval`` (seconds) kept for ``finest``, then the ``coarser`` archives
+    (``precision:duration``), each precision a multiple of the interval.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' highperf.retentions 10 2d '["5m:30d", "1h:2y"]'
+    """
+    return _retentions(_number("interval", interval, integer=True), finest, list(coarser))

@@ -51,16 +51,32 @@ def defaults(schema):
     return with_defaults(schema, {})
 
 
+def secret_paths(schema, path=()):
+    """Paths (tuples of keys) of the properties the schema marks ``writeOnly``."""
+    found = []
+    for key, sub in schema.get("properties", {}).items():
+        if sub.get("writeOnly"):
+            found.append((*path, key))
+        found.extend(secret_paths(sub, (*path, key)))
+    return found
+
+
 def problems(schema, data, role):
     """
     Every way ``data`` breaks ``schema``, each as ``"<role>:<key>:...: <reason>"``
     (Salt's colon notation for pillar keys), sorted by key. Empty when valid.
+    The value of a ``writeOnly`` property (a secret) is never repeated.
     """
     validator = jsonschema.Draft202012Validator(schema)
+    secrets = secret_paths(schema)
     found = []
     for error in validator.iter_errors(data):
-        key = ":".join([role, *(str(p) for p in error.absolute_path)])
-        found.append(f"{key}: {error.message}")
+        path = tuple(str(p) for p in error.absolute_path)
+        key = ":".join([role, *path])
+        if any(path[: len(s)] == s for s in secrets):
+            found.append(f"{key}: a secret that fails '{error.validator}' (value not shown)")
+        else:
+            found.append(f"{key}: {error.message}")
     return sorted(found)
 
 
@@ -109,3 +125,26 @@ def settings(role, saltenv=None):
         salt '*' hpd.settings common
     """
     return check(schema(role, saltenv), __pillar__.get(role), role)
+
+
+def service_address(preferred=None, key="listen_address"):
+    """
+    The IPv4 address a farm service listens on: ``preferred`` when pillar sets
+    one, else the first non-loopback address this host's name resolves to (grain
+    ``fqdn_ip4``: where the other hosts reach it). Never a wildcard address; an
+    error naming the pillar ``key`` when there is none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mon hpd.service_address
+    """
+    if preferred:
+        return preferred
+    for address in __grains__.get("fqdn_ip4", []):
+        if not address.startswith("127."):
+            return address
+    raise CommandExecutionError(
+        f"{__grains__.get('fqdn')} resolves to no non-loopback IPv4 address; set pillar {key}"
+    )

@@ -4,12 +4,31 @@
 include:
   - .package
 
-common-timezone-managed:
-  timezone.system:
-    - name: {{ common.timezone }}
-    - utc: True
+{#- The time zone as Debian keeps it (what timedatectl writes), with file
+    states: no dependency on timedated or D-Bus. #}
+common-timezone-zoneinfo-exists:
+  file.exists:
+    - name: /usr/share/zoneinfo/{{ common.timezone }}
     - require:
       - sls: common.package
+
+common-timezone-localtime-symlink:
+  file.symlink:
+    - name: /etc/localtime
+    - target: /usr/share/zoneinfo/{{ common.timezone }}
+    - force: True
+    - require:
+      - file: common-timezone-zoneinfo-exists
+
+common-timezone-name-managed:
+  file.managed:
+    - name: /etc/timezone
+    - contents: {{ common.timezone }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - file: common-timezone-zoneinfo-exists
 
 common-app-group-present:
   group.present:

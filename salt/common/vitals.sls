@@ -6,29 +6,22 @@
     jitter leaves one slot empty and writes the next twice. maxrunning 1 and a
     timeout below the interval keep a dead carbon from piling up pushes. #}
 {%- set graphite = salt['hpd.settings']('highperf', saltenv).graphite %}
-{%- set interval = graphite.interval %}
-{%- if graphite.timeout >= interval %}
-{{-   raise('pillar highperf:graphite:timeout (' ~ graphite.timeout ~ ') must be less than highperf:graphite:interval (' ~ interval ~ ')') }}
-{%- endif %}
-{%- if interval < 60 %}
-{%-   set cron = '* * * * * */' ~ interval %}
-{%- elif interval < 3600 %}
-{%-   set cron = '*/' ~ (interval // 60) ~ ' * * * * 0' %}
-{%- else %}
-{%-   set cron = '0 * * * * 0' %}
+{%- set host = graphite.host or salt['pillar.get']('hpd:peers:monitoring', [none])[0] %}
+{%- if graphite.timeout >= graphite.interval %}
+{{-   raise('pillar highperf:graphite:timeout (' ~ graphite.timeout ~ ') must be less than highperf:graphite:interval (' ~ graphite.interval ~ ')') }}
 {%- endif %}
 
-{%- if graphite.enabled %}
+{%- if graphite.enabled and host %}
 
 common-vitals-schedule-present:
   schedule.present:
     - name: hpd-push-vitals
     - function: highperf.push_vitals
     - job_kwargs:
-        host: {{ graphite.host | json }}
+        host: {{ host | json }}
         port: {{ graphite.port }}
         prefix: {{ graphite.prefix | json }}
-    - cron: {{ cron | json }}
+    - cron: {{ salt['highperf.schedule_cron'](graphite.interval) | json }}
     - maxrunning: 1
     - return_job: False
     - persist: True

@@ -31,7 +31,12 @@ def test_hosts_are_limited_to_their_declared_size(lab):
 def test_pillar_comes_from_the_inventory(lab):
     pillar = lab.salt("*", "pillar.item", "hpd", "unmask=True")
     for host, entry in lab.state["hosts"].items():
-        assert pillar[host]["hpd"] == {"env": entry["env"], "roles": entry["roles"]}
+        assert pillar[host]["hpd"]["env"] == entry["env"]
+        assert pillar[host]["hpd"]["roles"] == entry["roles"]
+        peers = {n for n, h in lab.state["hosts"].items() if h["env"] == entry["env"]}
+        for role, ids in pillar[host]["hpd"]["peers"].items():
+            assert set(ids) <= peers
+            assert all(role in lab.state["hosts"][i]["roles"] for i in ids)
 
 
 def test_highstate_applies_common_everywhere(lab, highstate):
@@ -61,7 +66,8 @@ def test_second_highstate_changes_nothing(lab, highstate):
     for host, results in again.items():
         changed = [r["__id__"] for r in results if r["changes"]]
         assert not changed, f"{host} changed on the second run: {changed}"
-        assert all(r["result"] is True for r in results), host
+        failed = [f"{r['__id__']}: {r['comment']}" for r in results if r["result"] is not True]
+        assert not failed, f"{host}: {failed}"
 
 
 @pytest.mark.parametrize(

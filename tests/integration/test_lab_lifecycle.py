@@ -80,7 +80,7 @@ def test_a_host_cannot_claim_another_environment_or_role(small_lab):
         assert time.monotonic() < deadline, "the minion did not come back with its claim"
         time.sleep(2)
     pillar = salt_json("liar,web1", "-L", "pillar.items", "unmask=True")
-    assert pillar["liar"]["hpd"] == {"env": "dev", "roles": []}
+    assert pillar["liar"]["hpd"] == {"env": "dev", "roles": [], "peers": {"app": ["web1"]}}
     assert pillar["liar"]["highperf"] == pillar["web1"]["highperf"]  # dev's, not production's
     top = salt_json("liar", "state.show_top")["liar"]
     assert top == {"base": ["common"]}

@@ -1227,3 +1227,32 @@ def test_salt_call_local(tmp_path):
     assert ret["work_mem"] == "327MB"
     assert ret["effective_cache_size"] == "8GB"
     assert ret["maintenance_work_mem"] == "1GB"
+
+
+# --------------------------------------------------------------------------- graphite schedule
+
+
+@pytest.mark.parametrize(
+    "interval, cron",
+    [(5, "* * * * * */5"), (30, "* * * * * */30"), (60, "*/1 * * * * 0"),
+     (300, "*/5 * * * * 0"), (3600, "0 * * * * 0")],
+)
+def test_schedule_cron_runs_at_wall_clock_multiples(hp, interval, cron):
+    assert hp.schedule_cron(interval) == cron
+
+
+@pytest.mark.parametrize("interval", [7, 45, 90, 7200, 0, -5, "x"])
+def test_schedule_cron_refuses_intervals_that_drift_across_slots(hp, interval):
+    with pytest.raises(SaltInvocationError, match="interval"):
+        hp.schedule_cron(interval)
+
+
+def test_retentions_put_the_push_interval_first(hp):
+    assert hp.retentions(5, "2d", ["5m:30d", "1h:2y"]) == "5s:2d,5m:30d,1h:2y"
+    assert hp.retentions("60", "7d", []) == "60s:7d"
+
+
+@pytest.mark.parametrize("coarser", [["7s:30d"], ["90s:30d"], ["1x:1d"]])
+def test_retentions_refuse_a_precision_the_interval_does_not_divide(hp, coarser):
+    with pytest.raises(SaltInvocationError, match=coarser[0].split(":")[0]):
+        hp.retentions(60, "2d", coarser)

@@ -127,3 +127,13 @@ def hpd_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_bad_secret_is_named_but_never_shown():
+    schema = {"type": "object", "properties": {
+        "web": {"type": "object", "properties": {
+            "secret_key": {"type": "string", "minLength": 32, "writeOnly": True}}}}}
+    with pytest.raises(SaltInvocationError) as err:
+        hpd_module().check(schema, {"web": {"secret_key": "hunter2"}}, "monitoring")
+    assert "monitoring:web:secret_key" in str(err.value)
+    assert "hunter2" not in str(err.value)
