@@ -54,29 +54,39 @@ def vitals(lab):
               f"{rx:10.0f}")
 
 
-def graph(lab, state):
+def graph(lab, state, points=12):
+    """Wait until the graph has `points` pushes to show, then save it as a PNG."""
     monitors = [n for n, h in state["hosts"].items() if "monitoring" in h["roles"]]
     if not monitors:
         return
     address = state["hosts"][monitors[0]]["address"]
     app = sorted(state["hosts"])[0]
-    query = urllib.parse.urlencode({
-        "target": [f"servers.{app}.load.1min", f"servers.{app}.cpu.percent.busy"],
-        "from": "-15min", "width": 800, "height": 400, "format": "png",
-        "title": f"{app} vitals"}, doseq=True)
-    url = f"http://{address}:{GRAPH_PORT}/render?{query}"
-    png = lab.dir / "vitals.png"
-    deadline = time.monotonic() + 60
+    params = {"target": [f"servers.{app}.load.1min", f"servers.{app}.cpu.percent.busy",
+                         f"servers.{app}.memory.used_percent"],
+              "from": "-5min", "title": f"{app} vitals"}
+    base = f"http://{address}:{GRAPH_PORT}/render?"
+    deadline = time.monotonic() + 120
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                png.write_bytes(response.read())
+            with urllib.request.urlopen(base + urllib.parse.urlencode(
+                    {**params, "format": "json"}, doseq=True), timeout=10) as response:
+                series = json.load(response)
+            shown = min((sum(v is not None for v, _ in s["datapoints"]) for s in series),
+                        default=0)
+        except OSError:
+            shown = 0
+        if shown >= points or time.monotonic() > deadline:
             break
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                print(f"\nno graph from {url}: {exc}")
-                return
-            time.sleep(3)
+        time.sleep(3)
+    url = base + urllib.parse.urlencode(
+        {**params, "width": 800, "height": 400, "format": "png"}, doseq=True)
+    png = lab.dir / "vitals.png"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            png.write_bytes(response.read())
+    except OSError as exc:
+        print(f"\nno graph from {url}: {exc}")
+        return
     print(f"\nvitals graph: {url}\nsaved as:     {png}")
 
 
