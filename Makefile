@@ -4,6 +4,7 @@
 # Both install what they need first (Debian packages, the venv, the lab's base).
 
 VENV ?= /opt/hpd-salt/venv
+export HPD_VENV := $(VENV)
 PY := $(VENV)/bin/python3
 LABCTL := lab/labctl
 APT_PACKAGES := python3 python3-venv systemd-container debootstrap iproute2 apt-utils
