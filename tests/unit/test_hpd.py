@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import salt.config
 import salt.utils.yaml
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,9 +116,14 @@ def test_settings_refuses_a_bad_value_through_the_loader(minion_opts):
         Loaders(minion_opts).modules.hpd.settings("common")
 
 
-def test_settings_of_a_role_without_schema_is_an_error(hpd):
-    with pytest.raises(Exception, match="no schema for role nosuchrole"):
-        hpd.settings("nosuchrole")
+def test_settings_of_a_role_without_schema_is_an_error():
+    module = hpd_module()
+    # What the fileserver says of a file it does not have.
+    module.__salt__ = {"cp.get_file_str": lambda url, saltenv: False}
+    module.__opts__ = {"saltenv": None}
+    module.__pillar__ = {}
+    with pytest.raises(CommandExecutionError, match="no schema for role nosuchrole"):
+        module.settings("nosuchrole")
 
 
 def hpd_module():
