@@ -592,9 +592,41 @@ class Lab:
             client.destroy()
         return {n for n, ok in answers.items() if ok is True}
 
-    def wait_ready(self, state, names, timeout=180):
-        """Wait until every host's systemd is up and every minion answers test.ping."""
-        waiting = {n: "not checked" for n in names}
+    def wait_ready(self, state, started, timeout=180):
+        """Wait until the `started` hosts' minions have started, then until every
+        host's minion answers and its systemd is up."""
+        import salt.config  # slow to import: only where needed
+        import salt.utils.event
+
+        t0 = time.monotonic()
+        wait_for(self.master_pid, 60, "the salt-master to start")
+        opts = salt.config.client_config(str(self.master_dir / "master"))
+        names = sorted(state["hosts"])
+        waiting = {n: "minion not started" for n in started}
+        # A minion announces itself on the master's event bus (salt/minion/<id>/start):
+        # listening beats polling with test.ping, which forks a job on every minion
+        # while the others are still starting. Minions that started before we
+        # listened are found by an occasional ping.
+        bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        try:
+            last_ping = time.monotonic()
+            while waiting:
+                event = bus.get_event(wait=1, tag="salt/minion/", full=True)
+                if event and event["tag"].endswith("/start"):
+                    waiting.pop(event["tag"].split("/")[2], None)
+                if waiting and time.monotonic() - last_ping > 5:
+                    for n in self.ping(sorted(waiting), timeout=2):
+                        waiting.pop(n)
+                    last_ping = time.monotonic()
+                if time.monotonic() - t0 > timeout:
+                    wait_for(lambda: False, 0, "every minion to start", waiting)
+        finally:
+            bus.destroy()
+        waiting.update({n: "not answering test.ping" for n in names})
+        for n in self.ping(names, timeout=10):
+            waiting.pop(n)
+        wait_for(lambda: not waiting, 0, "every minion to answer test.ping", waiting)
+        waiting.update({n: "unknown" for n in names})
 
         def booted():
             for n in list(waiting):
@@ -603,16 +635,9 @@ class Lab:
                     del waiting[n]
             return not waiting
 
-        wait_for(self.master_pid, 60, "the salt-master to start")
         wait_for(booted, timeout, "systemd in every host", waiting)
-        waiting.update({n: "minion not answering" for n in names})
-
-        def answered():
-            for n in self.ping(sorted(waiting)):
-                del waiting[n]
-            return not waiting
-
-        wait_for(answered, timeout, "every minion to answer test.ping", waiting)
+        log(f"{len(names)} host(s) with systemd running and their minion answering "
+            f"after {time.monotonic() - t0:.1f}s")
 
     # operations ----------------------------------------------------------------
     def up(self, spec, extra=None):
@@ -644,7 +669,7 @@ class Lab:
             else:
                 self.write_hosts_file(state, self.host_dir(name) / "root")
         self.save(state)
-        self.wait_ready(state, list(state["hosts"]))
+        self.wait_ready(state, started)
         return state, started
 
     def down(self):

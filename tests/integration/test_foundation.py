@@ -5,6 +5,8 @@ import json
 import pytest
 from conftest import state_results
 
+import labctl
+
 pytestmark = pytest.mark.lab
 
 
@@ -21,11 +23,20 @@ def test_every_minion_answers(lab):
 
 def test_hosts_are_limited_to_their_declared_size(lab):
     grains = lab.salt("*", "grains.item", "mem_total", "num_cpus")
+    mode = lab.state["cgroup_mode"]
     for host, entry in lab.state["hosts"].items():
         assert grains[host] == {"mem_total": entry["memory"], "num_cpus": entry["cpus"]}
-        limit = lab.exec(host, "cat", "/sys/fs/cgroup/memory.max", check=False).stdout.strip()
-        if limit:  # a pure cgroup v2 host sees its own limit
-            assert int(limit) == entry["memory"] * 2**20
+        if mode == "systemd":
+            continue  # the scope's MemoryMax/CPUQuota, set by systemd-run
+        limits = {}
+        for group in labctl.host_cgroup_dirs(lab.lab.name, host, entry, mode):
+            for name in ("memory.limit_in_bytes", "memory.max", "cpu.cfs_quota_us", "cpu.max"):
+                if (group / name).exists():
+                    limits[name] = (group / name).read_text().split()[0]
+        memory = limits.get("memory.limit_in_bytes") or limits.get("memory.max")
+        quota = limits.get("cpu.cfs_quota_us") or limits.get("cpu.max")
+        assert int(memory) == entry["memory"] * 2**20, host
+        assert int(quota) == entry["cpus"] * 100000, host
 
 
 def test_pillar_comes_from_the_inventory(lab):
