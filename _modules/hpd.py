@@ -97,7 +97,8 @@ def check(schema, data, role):
 
 def schema(role, saltenv=None):
     """
-    The schema of a role's pillar, from ``salt://pillar/<role>/schema.yaml``.
+    The schema of a role's pillar, from ``salt://pillar/<role>/schema.yaml``,
+    fetched once per job (a highstate renders many files that ask for it).
 
     CLI Example:
 
@@ -105,12 +106,16 @@ def schema(role, saltenv=None):
 
         salt '*' hpd.schema common
     """
-    text = __salt__["cp.get_file_str"](
-        f"salt://pillar/{role}/schema.yaml", saltenv=saltenv or __opts__["saltenv"] or "base"
-    )
-    if not text:
-        raise CommandExecutionError(f"no schema for role {role} (pillar/{role}/schema.yaml)")
-    return salt.utils.yaml.safe_load(text)
+    saltenv = saltenv or __opts__["saltenv"] or "base"
+    key = f"hpd.schema:{saltenv}:{role}"
+    if key not in __context__:
+        text = __salt__["cp.get_file_str"](f"salt://pillar/{role}/schema.yaml", saltenv=saltenv)
+        if not text:
+            raise CommandExecutionError(
+                f"no schema for role {role} (pillar/{role}/schema.yaml)"
+            )
+        __context__[key] = salt.utils.yaml.safe_load(text)
+    return __context__[key]
 
 
 def settings(role, saltenv=None):

@@ -122,6 +122,7 @@ def test_settings_of_a_role_without_schema_is_an_error():
     module.__salt__ = {"cp.get_file_str": lambda url, saltenv: False}
     module.__opts__ = {"saltenv": None}
     module.__pillar__ = {}
+    module.__context__ = {}
     with pytest.raises(CommandExecutionError, match="no schema for role nosuchrole"):
         module.settings("nosuchrole")
 
