@@ -646,6 +646,12 @@ class Lab:
         archives = fill_archives(base)
         wheelhouse = fill_wheelhouse()
         self.dir.mkdir(parents=True, exist_ok=True)
+        stale = self.load()
+        if stale and not self.master_pid() and not any(
+                self.host_init_pid(stale, n) for n in stale["hosts"]):
+            log(f"lab {self.name} was left behind by processes that are gone: removing it first")
+            self.down()
+            self.dir.mkdir(parents=True, exist_ok=True)
         state = self.load() or {"name": self.name, "subnet": spec["subnet"], "hosts": {},
                                 "cgroup_mode": cgroup_mode()}
         if state["subnet"] != spec["subnet"]:
