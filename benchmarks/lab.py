@@ -15,7 +15,6 @@ Aims: boot <= 10 s, second highstate <= 25% of the first.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,10 +35,8 @@ def timed(func, *args):
 
 def highstate(lab):
     """state.apply on every host; {host: (states, changed, failed)}."""
-    out = subprocess.run([*lab.salt_cmd(), "-t", "900", "*", "state.apply", "--out=json",
-                          "--static"], capture_output=True, text=True, check=False)
     summary = {}
-    for host, ret in json.loads(out.stdout or "{}").items():
+    for host, ret in lab.salt_json("*", "state.apply", timeout=900).items():
         if not isinstance(ret, dict):
             raise SystemExit(f"{host} did not run its states: {ret}")
         results = ret.values()
@@ -51,9 +48,7 @@ def highstate(lab):
 def bench_lab(spec_path, keep):
     spec = labctl.load_spec(spec_path, NAME, SUBNET)
     lab = labctl.Lab(NAME)
-    labctl.build_base()
-    labctl.fill_archives(labctl.LAB_ROOT / "base")
-    labctl.fill_wheelhouse()
+    labctl.build()
     lab.down()
     try:
         boot, _ = timed(lab.up, spec)

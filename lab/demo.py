@@ -7,8 +7,6 @@ URL of a vitals graph on the monitoring host, saved as a PNG.
 """
 
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -22,15 +20,9 @@ import labctl  # noqa: E402
 GRAPH_PORT = 8080  # pillar monitoring:web:port (its default)
 
 
-def salt(lab, *args):
-    out = subprocess.run([*lab.salt_cmd(), "-t", "900", *args, "--out=json", "--static"],
-                         capture_output=True, text=True, check=False)
-    return json.loads(out.stdout or "{}")
-
-
 def highstate(lab):
     failed = 0
-    for host, ret in sorted(salt(lab, "*", "state.apply").items()):
+    for host, ret in sorted(lab.salt_json("*", "state.apply", timeout=900).items()):
         if not isinstance(ret, dict):
             print(f"  {host}: {ret}")
             failed += 1
@@ -44,7 +36,7 @@ def highstate(lab):
 
 def vitals(lab):
     print(f"\n{'HOST':8} {'LOAD1':>6} {'CPU%':>6} {'MEM%':>6} {'DISK/%':>7} {'NET rx/s':>10}")
-    for host, v in sorted(salt(lab, "*", "highperf.vitals").items()):
+    for host, v in sorted(lab.salt_json("*", "highperf.vitals").items()):
         if not isinstance(v, dict):
             print(f"{host:8} {v}")
             continue
@@ -93,11 +85,8 @@ def graph(lab, state, points=12):
 def main():
     spec = labctl.load_spec()
     lab = labctl.Lab(spec["name"])
-    fd = lab.lock()
-    try:
+    with lab.locked():
         state, _ = lab.up(spec)
-    finally:
-        os.close(fd)
     print("highstate:")
     failed = highstate(lab)
     print()

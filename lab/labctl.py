@@ -14,6 +14,7 @@ mirrors them as grains for `salt -G`.
 """
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
@@ -169,10 +170,17 @@ class chroot_network:
         self.resolv.write_text("")
 
 
-def build_base():
-    """Build the base rootfs unless the one on disk was built from the same inputs."""
-    base, stamp = LAB_ROOT / "base", LAB_ROOT / "base.inputs"
+def build():
+    """Build (or check) the base rootfs, the archive cache and the wheelhouse:
+    (base, archives, wheelhouse), each rebuilt only when its inputs changed."""
     inputs = base_inputs()
+    base = build_base(inputs)
+    return base, fill_archives(base, inputs), fill_wheelhouse()
+
+
+def build_base(inputs):
+    """Build the base rootfs unless the one on disk was built from the same `inputs`."""
+    base, stamp = LAB_ROOT / "base", LAB_ROOT / "base.inputs"
     if base.is_dir() and stamp_ok(stamp, inputs):
         return base
     log(f"building the {SUITE} base rootfs (debootstrap, about a minute)")
@@ -205,11 +213,11 @@ def build_base():
     return base
 
 
-def fill_archives(base):
+def fill_archives(base, base_inputs):
     """Download lab/packages.txt (and what it needs) into the archive cache and index it."""
     archives, stamp = LAB_ROOT / "apt-archives", LAB_ROOT / "apt-archives.inputs"
     packages = read_list(REPO / "lab" / "packages.txt")
-    inputs = fingerprint(base_inputs(), packages)
+    inputs = fingerprint(base_inputs, packages)
     if stamp_ok(stamp, inputs):
         return archives
     log(f"downloading {len(packages)} Debian packages and their dependencies")
@@ -361,11 +369,16 @@ class Lab:
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.rename(self.state_file)
 
-    def lock(self):
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the lab's lock: one labctl at a time changes a lab."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     @property
     def bridge(self):
@@ -452,6 +465,21 @@ class Lab:
 
     def salt_cmd(self, program="salt"):
         return [str(VENV / "bin" / program), "-c", str(self.master_dir)]
+
+    def salt_json(self, *args, program="salt", timeout=600):
+        """Run the salt CLI against the lab's master; the parsed JSON it prints.
+
+        The CLI waits up to `timeout` seconds for every minion's return before it
+        asks a minion whether it is still busy: lab hosts share two cores, and a
+        minion deep in dpkg can be slow to answer that question.
+        """
+        out = run([*self.salt_cmd(program), "-t", timeout, *args, "--out=json", "--static"],
+                  check=False, capture_output=True, text=True, timeout=timeout + 60)
+        try:
+            return json.loads(out.stdout)
+        except json.JSONDecodeError:
+            raise LabError(f"{program} {' '.join(args)} printed no JSON (rc {out.returncode}):"
+                           f"\n{out.stdout}\n{out.stderr}") from None
 
     # hosts -------------------------------------------------------------------
     def host_dir(self, name):
@@ -619,13 +647,14 @@ class Lab:
                         waiting.pop(n)
                     last_ping = time.monotonic()
                 if time.monotonic() - t0 > timeout:
-                    wait_for(lambda: False, 0, "every minion to start", waiting)
+                    raise timed_out(timeout, "every minion to start", waiting)
         finally:
             bus.destroy()
         waiting.update({n: "not answering test.ping" for n in names})
         for n in self.ping(names, timeout=10):
             waiting.pop(n)
-        wait_for(lambda: not waiting, 0, "every minion to answer test.ping", waiting)
+        if waiting:
+            raise timed_out(10, "every minion to answer test.ping", waiting)
         waiting.update({n: "unknown" for n in names})
 
         def booted():
@@ -642,9 +671,7 @@ class Lab:
     # operations ----------------------------------------------------------------
     def up(self, spec, extra=None):
         """Boot the hosts of `spec` (plus `extra`, name -> entry) that are not running yet."""
-        base = build_base()
-        archives = fill_archives(base)
-        wheelhouse = fill_wheelhouse()
+        base, archives, wheelhouse = build()
         self.dir.mkdir(parents=True, exist_ok=True)
         stale = self.load()
         if stale and not self.master_pid() and not any(
@@ -769,16 +796,21 @@ def lab_mounts(directory):
     return mounts
 
 
+def timed_out(timeout, what, pending=None):
+    """The error for a wait that ran out, saying what was still `pending` (a dict)."""
+    still = ", ".join(f"{k}: {v}" for k, v in sorted((pending or {}).items()))
+    return LabError(f"timed out after {timeout}s waiting for {what}"
+                    + (f" ({still})" if still else ""))
+
+
 def wait_for(predicate, timeout, what, pending=None):
-    """Poll `predicate` until true; on time-out, say what was still `pending` (a dict)."""
+    """Poll `predicate` until true; on time-out, say what was still `pending`."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if time.monotonic() > deadline:
-            still = ", ".join(f"{k}: {v}" for k, v in sorted((pending or {}).items()))
-            raise LabError(f"timed out after {timeout}s waiting for {what}"
-                           + (f" ({still})" if still else ""))
+            raise timed_out(timeout, what, pending)
         time.sleep(0.3)
 
 
@@ -802,10 +834,9 @@ def current_lab(args):
 
 def cmd_up(args):
     lab, spec = current_lab(args)
-    fd = lab.lock()
     t0 = time.monotonic()
-    state, started = lab.up(spec)
-    os.close(fd)
+    with lab.locked():
+        state, started = lab.up(spec)
     log(f"{len(started)} host(s) booted, {len(state['hosts'])} answering, "
         f"in {time.monotonic() - t0:.1f}s")
     cmd_status(args)
@@ -813,35 +844,32 @@ def cmd_up(args):
 
 def cmd_add(args):
     lab, spec = current_lab(args)
-    fd = lab.lock()
-    state = lab.load()
-    if state is None:
-        raise LabError(f"lab {lab.name} is not up")
-    if args.host in state["hosts"]:
-        raise LabError(f"host {args.host} exists")
-    if args.address is None:
-        used = {int(ipaddress.ip_address(h["address"])) for h in state["hosts"].values()}
-        net = ipaddress.ip_network(state["subnet"])
-        args.address = next(n for n in range(100, 250) if int(net.network_address) + n not in used)
-    extra = {args.host: host_entry(state["subnet"], args.host, parse_size_args(args))}
-    lab.up(spec, extra)
-    os.close(fd)
+    with lab.locked():
+        state = lab.load()
+        if state is None:
+            raise LabError(f"lab {lab.name} is not up")
+        if args.host in state["hosts"]:
+            raise LabError(f"host {args.host} exists")
+        if args.address is None:
+            used = {int(ipaddress.ip_address(h["address"])) for h in state["hosts"].values()}
+            net = ipaddress.ip_network(state["subnet"])
+            args.address = next(n for n in range(100, 250)
+                                if int(net.network_address) + n not in used)
+        extra = {args.host: host_entry(state["subnet"], args.host, parse_size_args(args))}
+        lab.up(spec, extra)
     cmd_status(args)
 
 
 def cmd_build(args):
     """Build (or check) the base rootfs, the archive cache and the wheelhouse."""
-    base = build_base()
-    fill_archives(base)
-    fill_wheelhouse()
+    build()
     log(f"base, archives and wheelhouse are ready in {LAB_ROOT}")
 
 
 def cmd_down(args):
     lab, _ = current_lab(args)
-    fd = lab.lock()
-    lab.down()
-    os.close(fd)
+    with lab.locked():
+        lab.down()
     log(f"lab {lab.name} is down")
 
 

@@ -5,9 +5,7 @@ beside a demo lab without touching it. HPD_TEST_KEEP_LAB=1 leaves it up after th
 run (the next run reuses it), which makes iterating on one test fast.
 """
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,18 +28,12 @@ class LabHandle:
         self.lab = labctl.Lab(self.spec["name"])
 
     def up(self):
-        fd = self.lab.lock()
-        try:
+        with self.lab.locked():
             self.lab.up(self.spec)
-        finally:
-            os.close(fd)
 
     def down(self):
-        fd = self.lab.lock()
-        try:
+        with self.lab.locked():
             self.lab.down()
-        finally:
-            os.close(fd)
 
     @property
     def state(self):
@@ -52,23 +44,8 @@ class LabHandle:
         return sorted(self.state["hosts"])
 
     def salt(self, *args, program="salt", timeout=600):
-        """Run the salt CLI against the lab's master; the parsed JSON it prints.
-
-        The CLI waits up to `timeout` seconds for every minion's return before it
-        asks a minion whether it is still busy: lab hosts share two cores, and a
-        minion deep in dpkg can be slow to answer that question.
-        """
-        out = subprocess.run(
-            [*self.lab.salt_cmd(program), "-t", str(timeout), *args, "--out=json", "--static"],
-            capture_output=True, text=True, timeout=timeout + 60,
-        )
-        try:
-            return json.loads(out.stdout)
-        except json.JSONDecodeError:
-            raise AssertionError(
-                f"salt {' '.join(args)} printed no JSON (rc {out.returncode}):\n"
-                f"{out.stdout}\n{out.stderr}"
-            ) from None
+        """Run the salt CLI against the lab's master; the parsed JSON it prints."""
+        return self.lab.salt_json(*args, program=program, timeout=timeout)
 
     def salt_run(self, *args, timeout=900):
         return self.salt(*args, program="salt-run", timeout=timeout)

@@ -35,14 +35,13 @@ def links():
 
 def leftovers(state, links_before):
     """Everything of the lab still on the machine after `down`."""
-    found = [m for m in labctl.lab_mounts(labctl.LAB_ROOT / NAME)]
-    found += [str(top) for top in labctl.lab_cgroup_tops(NAME, state["cgroup_mode"]).values()
-              if top.exists()]
+    tops = labctl.lab_cgroup_tops(NAME, state["cgroup_mode"]).values()
+    found = list(labctl.lab_mounts(labctl.LAB_ROOT / NAME))
+    found += [str(top) for top in tops if top.exists()]
     found += sorted(links() - links_before)
     pids = [h["pid"] for h in state["hosts"].values()]
     found += [f"pid {p}" for p in pids if labctl.is_alive(p)]
-    found += [f"pid {p}" for top in labctl.lab_cgroup_tops(NAME, state["cgroup_mode"]).values()
-              for p in labctl.cgroup_pids(top)]
+    found += [f"pid {p}" for top in tops for p in labctl.cgroup_pids(top)]
     if (labctl.LAB_ROOT / NAME).exists():
         found.append(str(labctl.LAB_ROOT / NAME))
     return found
