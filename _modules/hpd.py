@@ -4,7 +4,9 @@ checks of its schema (``pillar/<role>/schema.yaml``, JSON Schema as YAML).
 
 States read their settings through this module (``salt['hpd.settings']('common')``
 in a role's ``map.jinja``), so a wrong pillar value fails the render with the key
-named, and no state runs.
+named, and no state runs. Secrets (``writeOnly`` properties) come back masked, as
+Salt masks pillar: only the template that writes a secret asks for its value
+(``unmask=True``), on the minion, so no call returns it to the master.
 
 :depends: jsonschema
 """
@@ -13,6 +15,7 @@ import copy
 
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+from salt.utils.secret import REDACT_PLACEHOLDER
 
 try:
     import jsonschema
@@ -61,11 +64,13 @@ def secret_paths(schema, path=()):
     return found
 
 
-def problems(schema, data, role):
+def problems(schema, data, role, env=None):
     """
     Every way ``data`` breaks ``schema``, each as ``"<role>:<key>:...: <reason>"``
     (Salt's colon notation for pillar keys), sorted by key. Empty when valid.
-    The value of a ``writeOnly`` property (a secret) is never repeated.
+    The value of a ``writeOnly`` property (a secret) is never repeated, and one
+    starting with ``dev-only`` (a throw-away value, public in this repository) is
+    refused unless ``env`` is ``dev``.
     """
     validator = jsonschema.Draft202012Validator(schema)
     secrets = secret_paths(schema)
@@ -77,22 +82,51 @@ def problems(schema, data, role):
             found.append(f"{key}: a secret that fails '{error.validator}' (value not shown)")
         else:
             found.append(f"{key}: {error.message}")
+    if env != "dev":
+        for path in secrets:
+            value = _lookup(data, path)
+            if isinstance(value, str) and value.startswith("dev-only"):
+                key = ":".join([role, *path])
+                found.append(f"{key}: a dev-only secret outside the dev environment ({env})")
     return sorted(found)
 
 
-def check(schema, data, role):
+def check(schema, data, role, env=None):
     """
     ``data`` with defaults filled in, or SaltInvocationError naming every bad key.
     """
     if data is None:
         data = {}
     filled = with_defaults(schema, data)
-    found = problems(schema, filled, role)
+    found = problems(schema, filled, role, env)
     if found:
         raise SaltInvocationError(
             "pillar {} is invalid: {}".format(role, "; ".join(found))
         )
     return filled
+
+
+def _lookup(data, path):
+    """The value at ``path`` (a tuple of keys) in nested dicts, or None."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def masked(schema, data):
+    """
+    ``data`` with the value of every ``writeOnly`` property (a secret) that is set
+    replaced by Salt's mask (``**********``); ``data`` is not changed. A secret
+    left unset stays ``None``, so a template can still tell that it is missing.
+    """
+    out = copy.deepcopy(data)
+    for path in secret_paths(schema):
+        parent = _lookup(out, path[:-1])
+        if isinstance(parent, dict) and parent.get(path[-1]) is not None:
+            parent[path[-1]] = REDACT_PLACEHOLDER
+    return out
 
 
 def schema(role, saltenv=None):
@@ -118,10 +152,16 @@ def schema(role, saltenv=None):
     return __context__[key]
 
 
-def settings(role, saltenv=None):
+def settings(role, saltenv=None, unmask=False):
     """
     A role's settings: pillar ``<role>`` with its schema's defaults filled in,
     checked against the schema. A wrong value raises an error naming the key.
+
+    Secrets (``writeOnly`` properties) come back as ``**********``. Only the
+    template that writes a secret into its file passes ``unmask=True``: it runs
+    on the minion, so the value never travels back to the master. From the CLI,
+    ``unmask=True`` shows the value and leaves it in the master's job cache,
+    as ``pillar.items unmask=True`` does.
 
     CLI Example:
 
@@ -129,7 +169,10 @@ def settings(role, saltenv=None):
 
         salt '*' hpd.settings common
     """
-    return check(schema(role, saltenv), __pillar__.get(role), role)
+    role_schema = schema(role, saltenv)
+    env = (__pillar__.get("hpd") or {}).get("env")
+    filled = check(role_schema, __pillar__.get(role), role, env)
+    return filled if unmask else masked(role_schema, filled)
 
 
 def service_address(preferred=None, key="listen_address"):

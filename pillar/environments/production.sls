@@ -1,5 +1,7 @@
-# The production environment. Secrets (monitoring:web:secret_key, ...) come
-# from pillar `secrets` (pillar/top.sls), never from this repository.
+# The production environment. No secret here: each role's secrets
+# (monitoring:web:secret_key, ...) are in secrets/production/<role>.sls in the
+# operator's private pillar root, given only to the hosts with that role
+# (pillar/top.sls).
 highperf:
   graphite:
     interval: 60

@@ -3,9 +3,9 @@
 include:
   - .package
 
-{#- The templates import map.jinja themselves, so the settings (graphite-web's
-    secret key among them) stay out of the state data (state.show_sls, the
-    minion's state cache). #}
+{#- The templates import map.jinja themselves, so the settings stay out of the
+    state data (state.show_sls, the minion's state cache); graphite-web's secret
+    key is read only by local_settings.py.jinja, on the minion. #}
 monitoring-carbon-config-file-managed:
   file.managed:
     - name: {{ carbon.conf_dir }}/carbon.conf

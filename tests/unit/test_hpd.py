@@ -143,3 +143,39 @@ def test_a_bad_secret_is_named_but_never_shown():
         hpd_module().check(schema, {"web": {"secret_key": "hunter2"}}, "monitoring")
     assert "monitoring:web:secret_key" in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+MONITORING_KEY = "a-real-graphite-web-key-0123456789abcdef"
+
+
+def test_settings_mask_every_secret(minion_opts):
+    minion_opts["pillar"] = {"hpd": {"env": "production"},
+                             "monitoring": {"web": {"secret_key": MONITORING_KEY}}}
+    module = Loaders(minion_opts).modules.hpd
+    schema = module.schema("monitoring")
+    shown = module.settings("monitoring")
+    assert MONITORING_KEY not in repr(shown)
+    for path in hpd_module().secret_paths(schema):
+        assert hpd_module()._lookup(shown, path) == "**********", path
+    assert shown["web"]["port"] == 8080  # the rest is plain
+    assert module.settings("monitoring", unmask=True)["web"]["secret_key"] == MONITORING_KEY
+
+
+def test_an_unset_secret_stays_none_when_masked():
+    schema = {"type": "object", "properties": {
+        "key": {"type": ["string", "null"], "writeOnly": True, "default": None}}}
+    assert hpd_module().masked(schema, {"key": None}) == {"key": None}
+
+
+@pytest.mark.parametrize("env", ["staging", "production", None])
+def test_a_dev_only_secret_is_refused_outside_dev(env):
+    schema = {"type": "object", "properties": {
+        "web": {"type": "object", "properties": {
+            "secret_key": {"type": "string", "writeOnly": True}}}}}
+    value = "dev-only-key-in-the-repository-0123456789"
+    assert hpd_module().check(schema, {"web": {"secret_key": value}}, "monitoring", "dev")
+    with pytest.raises(SaltInvocationError) as err:
+        hpd_module().check(schema, {"web": {"secret_key": value}}, "monitoring", env)
+    assert "monitoring:web:secret_key: a dev-only secret outside the dev environment" in str(
+        err.value)
+    assert value not in str(err.value)

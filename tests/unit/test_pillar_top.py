@@ -1,0 +1,93 @@
+"""pillar/top.sls and the secrets files: a host gets only the secrets of its own roles.
+
+The top file is rendered by Salt's own Jinja renderer, with an inventory of the
+test's making in a pillar root before the repository's.
+"""
+
+import pytest
+import salt.config
+import salt.utils.templates
+import salt.utils.yaml
+from test_hpd import REPO, SCHEMAS, hpd_module, load
+
+HPD = hpd_module()
+SECRETS = {p.parent.name: HPD.secret_paths(load(p)) for p in SCHEMAS}
+SECRET_ROLES = sorted(role for role, paths in SECRETS.items() if paths)
+
+
+def render_top(tmp_path, inventory, minion):
+    (tmp_path / "inventory.yaml").write_text(salt.utils.yaml.safe_dump(inventory))
+    opts = salt.config.minion_config(None)
+    opts.update(file_client="local", id="unit", cachedir=str(tmp_path / "cache"),
+                pki_dir=str(tmp_path / "pki"),
+                file_roots={"base": [str(tmp_path), str(REPO / "pillar")]})
+    out = salt.utils.templates.JINJA(str(REPO / "pillar" / "top.sls"), to_str=True, opts=opts,
+                                     saltenv="base", grains={"id": minion}, pillar={}, salt={})
+    assert out["result"], out["data"]
+    return salt.utils.yaml.safe_load(out["data"])
+
+
+def blocks(top):
+    """(sls names Salt may skip when missing, sls names that must exist) of the top."""
+    optional, required = [], []
+    for items in top["base"].values():
+        names = [i for i in items if isinstance(i, str)]
+        (optional if {"ignore_missing": True} in items else required).extend(names)
+    return optional, required
+
+
+def test_some_role_has_secrets():
+    assert SECRET_ROLES, "no schema marks a property writeOnly: the tests below test nothing"
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "production"])
+def test_a_host_gets_the_secrets_files_of_its_own_roles_only(tmp_path, env):
+    every_role = sorted(SECRETS)
+    inventory = {"all": {"roles": every_role, "env": env},
+                 **{f"only-{role}": {"roles": [role], "env": env} for role in every_role},
+                 "bare": {"roles": [], "env": env}}
+    for minion, entry in inventory.items():
+        _, required = blocks(render_top(tmp_path, inventory, minion))
+        secrets = [name for name in required if name.startswith("secrets.")]
+        roles = {"common", *entry["roles"]}
+        assert secrets == [f"secrets.{env}.{r}" for r in SECRET_ROLES if r in roles], minion
+
+
+def test_only_role_data_may_be_missing(tmp_path):
+    # A missing inventory entry, environment or secrets file must fail the pillar
+    # with the file named; only a role's own data (pillar/<role>/init.sls) is optional.
+    inventory = {"m": {"roles": SECRET_ROLES, "env": "staging"}}
+    optional, required = blocks(render_top(tmp_path, inventory, "m"))
+    assert optional == ["common", *SECRET_ROLES]
+    assert required == ["inventory", "environments.staging",
+                        *(f"secrets.staging.{r}" for r in SECRET_ROLES)]
+
+
+def test_a_minion_outside_the_inventory_gets_nothing(tmp_path):
+    assert render_top(tmp_path, {"m": {"roles": [], "env": "dev"}}, "stranger") is None
+
+
+def leaves(data, path=()):
+    if not isinstance(data, dict):
+        return [path]
+    return [leaf for key, sub in data.items() for leaf in leaves(sub, (*path, key))]
+
+
+@pytest.mark.parametrize("role", SECRET_ROLES)
+def test_dev_secrets_file_holds_exactly_the_role_secrets(role):
+    data = load(REPO / "pillar" / "secrets" / "dev" / f"{role}.sls")
+    assert set(data) == {role}, "a role's secrets file holds that role's pillar only"
+    assert sorted(leaves(data[role])) == sorted(SECRETS[role])
+    schema = load(REPO / "pillar" / role / "schema.yaml")
+    HPD.check(schema, data[role], role, "dev")
+    assert all(HPD._lookup(data[role], p).startswith("dev-only") for p in SECRETS[role])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pillar" / "environments").glob("*.sls")),
+                         ids=lambda p: p.stem)
+def test_environment_files_hold_no_secret(path):
+    data = load(path) or {}
+    for role, paths in SECRETS.items():
+        for secret in paths:
+            assert HPD._lookup(data.get(role), secret) is None, f"{role}:{':'.join(secret)}"
+
