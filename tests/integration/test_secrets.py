@@ -1,0 +1,153 @@
+"""Secrets on real hosts: only hosts with a role get its secrets, no CLI call or job
+cache file on the master shows them, and a missing secrets file stops the highstate
+with the file named.
+
+Every secret is every writeOnly property of every role's schema; the lab is the dev
+environment, whose values are pillar/secrets/dev/<role>.sls.
+"""
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+MASK = "**********"
+
+
+def hpd_module():
+    spec = importlib.util.spec_from_file_location("hpd_pure", REPO / "_modules" / "hpd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HPD = hpd_module()
+
+
+def at(data, path):
+    """The value at a path (a tuple of keys) in nested dicts, or None."""
+    return functools.reduce(lambda d, key: (d or {}).get(key), path, data)
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+def role_secrets():
+    """{role: {path: dev value}} for every role whose schema has writeOnly properties."""
+    found = {}
+    for schema in sorted((REPO / "pillar").glob("*/schema.yaml")):
+        role = schema.parent.name
+        paths = HPD.secret_paths(load(schema))
+        if paths:
+            values = load(REPO / "pillar" / "secrets" / "dev" / f"{role}.sls")[role]
+            found[role] = {path: at(values, path) for path in paths}
+    assert found, "no schema marks a property writeOnly"
+    return found
+
+
+SECRETS = role_secrets()
+
+
+def hosts_with(lab, role):
+    return sorted(n for n, h in lab.state["hosts"].items() if role in ["common", *h["roles"]])
+
+
+def master_config(lab):
+    """The lab master's config (root_dir, pillar_roots), as the salt CLI reads it."""
+    return load(Path(lab.state.get("master_dir") or lab.lab.master_dir) / "master")
+
+
+@pytest.mark.parametrize("role", sorted(SECRETS))
+def test_only_hosts_with_the_role_get_its_secrets(lab, highstate, role):
+    having = hosts_with(lab, role)
+    others = sorted(set(lab.hosts) - set(having))
+    assert others, f"every lab host has the role {role}: nothing to compare"
+    # pillar.items: compiled afresh by the master, not the minion's copy in memory.
+    seen = lab.salt("-L", ",".join(others), "pillar.items", "unmask=True")
+    for host in others:
+        assert role not in seen[host], f"{host} got pillar {role}"
+    # Masked: each secret is there, its value stays on the host.
+    seen = lab.salt("-L", ",".join(having), "pillar.items") if having else {}
+    for host in having:
+        for path in SECRETS[role]:
+            assert at(seen[host][role], path) == MASK, f"{host}: {role}:{path}"
+
+
+def test_no_secret_in_cli_output_or_the_master_job_cache(lab, highstate):
+    outputs = {"state.apply (the first highstate)": highstate,
+               "pillar.items": lab.salt("*", "pillar.items"),
+               "state.show_highstate": lab.salt("*", "state.show_highstate"),
+               "state.apply test=True": lab.salt("*", "state.apply", "test=True")}
+    for role in SECRETS:
+        having = ",".join(hosts_with(lab, role))
+        for call in (["hpd.settings", role], ["state.show_sls", role],
+                     ["pillar.item", role], ["pillar.get", role]):
+            outputs[" ".join(call)] = lab.salt("-L", having, *call)
+    values = {f"{role}:{':'.join(path)}": value
+              for role, paths in SECRETS.items() for path, value in paths.items()}
+    for name, value in values.items():
+        assert value and len(value) >= 16, f"{name}: the dev value is too short to look for"
+        for call, out in outputs.items():
+            assert value not in json.dumps(out), f"{name} shown by {call}"
+    # Masked, not missing: hpd.settings still says each secret is set.
+    for role, paths in SECRETS.items():
+        settings = outputs[f"hpd.settings {role}"]
+        for host in hosts_with(lab, role):
+            assert all(at(settings[host], p) == MASK for p in paths), host
+    jobs = Path(master_config(lab)["root_dir"]) / "var/cache/salt/master/jobs"
+    files = [f for f in jobs.rglob("*") if f.is_file()]
+    assert files, f"no job cache in {jobs}"
+    for path in files:
+        data = path.read_bytes()
+        for name, value in values.items():
+            assert value.encode() not in data, f"{name} in the job cache: {path}"
+
+
+def test_the_monitoring_host_writes_the_real_key(lab, highstate):
+    mon = hosts_with(lab, "monitoring")[0]
+    key = SECRETS["monitoring"][("web", "secret_key")]
+    found = lab.exec(mon, "stat", "-c", "%U:%G %a", "/etc/graphite/local_settings.py").stdout
+    assert found.split() == ["root:_graphite", "640"]
+    settings = lab.exec(mon, "cat", "/etc/graphite/local_settings.py").stdout
+    assert f"SECRET_KEY = {json.dumps(key)}" in settings.splitlines()
+    state = lab.exec(mon, "systemctl", "is-active", "graphite-web", check=False).stdout.strip()
+    assert state == "active"
+
+
+@pytest.fixture
+def staging_monitoring_host(lab, highstate):
+    """The monitoring host, moved to staging in the master's inventory (no staging
+    secrets exist in the lab) for the test, then put back."""
+    roots = master_config(lab)["pillar_roots"]["base"]
+    inventory = next(Path(root) / "inventory.yaml" for root in roots
+                     if (Path(root) / "inventory.yaml").exists())
+    original = inventory.read_text()
+    host = hosts_with(lab, "monitoring")[0]
+    entries = yaml.safe_load(original)
+    entries[host]["env"] = "staging"
+    inventory.write_text(yaml.safe_dump(entries))
+    try:
+        yield host
+    finally:
+        inventory.write_text(original)
+        lab.salt(host, "saltutil.refresh_pillar", "wait=True")
+        assert lab.salt(host, "pillar.get", "hpd:env", "unmask=True") == {host: "dev"}
+
+
+def test_a_missing_secrets_file_stops_the_highstate_naming_it(lab, staging_monitoring_host):
+    host = staging_monitoring_host
+    # A good change rides along: it must not be applied either.
+    pillar = {"common": {"timezone": "Europe/Paris"}}
+    returned = lab.salt(host, "state.apply", f"pillar={json.dumps(pillar)}")[host]
+    assert isinstance(returned, list), f"{host} ran states without its secrets file: {returned}"
+    assert any("'secrets.staging.monitoring'" in line and "not available" in line
+               for line in returned), returned
+    zone = lab.exec(host, "readlink", "/etc/localtime").stdout.strip()
+    assert zone.endswith("Etc/UTC"), f"{host} changed its time zone to {zone}"
