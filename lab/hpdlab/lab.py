@@ -218,9 +218,9 @@ class Lab(Master, hosts.Hosts):
         lab's own parts)."""
         errors = []
 
-        def step(what, func, *args):
+        def step(what, func, *args, **kw):
             try:
-                func(*args)
+                func(*args, **kw)
             except Exception as exc:  # noqa: BLE001 -- every step runs; errors are reported
                 errors.append(f"{what}: {exc}")
 
