@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from hpdlab import base, cgroups, hosts, lab, master, util
+from hpdlab import base, cgroups, hosts, lab, util
 
 
 @pytest.fixture
@@ -130,7 +129,8 @@ def test_base_sources_come_from_the_machines_mirror_whatever_its_format(
 
 def test_a_machine_without_updates_or_security_gets_the_mirror_alone(tmp_path, monkeypatch):
     monkeypatch.delenv("HPD_LAB_MIRROR", raising=False)
-    entries = base.machine_apt_sources(apt_etc(tmp_path, "deb http://m.example/debian bookworm main\n"))
+    etc = apt_etc(tmp_path, "deb http://m.example/debian bookworm main\n")
+    entries = base.machine_apt_sources(etc)
     text = base.base_apt_sources(entries)
     assert "Suites: bookworm\n" in text and "security" not in text and "updates" not in text
 
