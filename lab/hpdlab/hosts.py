@@ -183,12 +183,16 @@ class Hosts:
         return reason
 
     def exec_in(self, state, name, cmd, **kw):
+        """Run `cmd` in host `name`: its namespaces and its cgroups (nsenter enters
+        namespaces only; without its cgroups the command escapes the host's limits)."""
         pid = self.host_init_pid(state, name)
         if pid is None:
             raise LabError(f"host {name} is not running")
         env = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME=/root", "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb")]
-        return run(["nsenter", "-t", pid, "-a", *env, *cmd], **kw)
+        groups = [Path(g) for g in state["hosts"][name].get("cgroups", [])]
+        return run(["nsenter", "-t", pid, "-a", *env, *cmd],
+                   preexec_fn=lambda: cgroups.join_cgroups(groups), **kw)
 
     def system_state(self, state, name):
         try:

@@ -97,40 +97,67 @@ def hierarchy_of(group):
 
 
 def test_every_process_of_a_host_is_inside_its_cgroups(small_lab):
-    """Seen from the machine: every process in a host's PID namespace sits in (or
-    below) each cgroup the lab recorded for that host."""
+    """Seen from the machine: every process in a host's PID namespace, its own and a
+    command run by `labctl exec`, sits in (or below) each cgroup recorded for the host."""
     lab = labctl.Lab(NAME)
     state = lab.load()
     if state["cgroup_mode"] == "systemd":
         pytest.skip("systemd mode: scopes (unit-tested: the scope command and its name)")
-    for name, host in state["hosts"].items():
-        init = lab.host_init_pid(state, name)
-        namespace = os.readlink(f"/proc/{init}/ns/pid")
-        members = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and os.readlink(proc / "ns/pid") == namespace:
-                    members.append((int(proc.name), (proc / "cgroup").read_text()))
-            except OSError:
-                continue  # gone meanwhile
-        assert len(members) >= 4, f"{name}: {members}"  # systemd, journald, networkd, minion
-        for pid, text in members:
-            where = {}
-            for line in text.splitlines():
-                _, controllers, path = line.split(":", 2)
-                for c in controllers.split(",") if controllers else [""]:
-                    where[c] = path
-            for group in host["cgroups"]:
-                key, path = hierarchy_of(group)
-                assert where[key] == path or where[key].startswith(path + "/"), (
-                    f"{name}: pid {pid} is in {key}:{where[key]}, not below {path}")
+    visitor = subprocess.Popen([REPO / "lab" / "labctl", "--spec", SPEC, "--name", NAME,
+                                "--subnet", SUBNET, "exec", "web1", "--", "sleep", "120"])
+    try:
+        time.sleep(2)
+        for name, host in state["hosts"].items():
+            members = host_processes(lab.host_init_pid(state, name))
+            commands = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in members]
+            assert len(members) >= 4, f"{name}: {commands}"  # systemd, journald, minion...
+            if name == "web1":
+                assert "sleep" in commands
+            for pid, text in members.items():
+                where = {}
+                for line in text.splitlines():
+                    _, controllers, path = line.split(":", 2)
+                    for c in controllers.split(",") if controllers else [""]:
+                        where[c] = path
+                for group in host["cgroups"]:
+                    key, path = hierarchy_of(group)
+                    assert where[key] == path or where[key].startswith(path + "/"), (
+                        f"{name}: pid {pid} is in {key}:{where[key]}, not below {path}")
+    finally:
+        visitor.kill()
+        visitor.wait()
 
 
-def test_a_process_in_a_host_cannot_use_more_than_the_hosts_memory(small_lab):
-    """web1 is 512 MiB: a process inside it that touches 700 MiB is killed; 100 MiB is fine."""
-    touch = "import sys; b = b'x' * ({} << 20); print('touched', len(b) >> 20)"
-    small = labctl_cli("exec", "web1", "--", "python3", "-c", touch.format(100), check=False)
-    assert small.returncode == 0 and "touched 100" in small.stdout, small.stderr
+def host_processes(init):
+    """{pid: /proc/<pid>/cgroup} of the processes in the PID namespace of `init`."""
+    namespace = os.readlink(f"/proc/{init}/ns/pid")
+    members = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "ns/pid") == namespace:
+                members[int(proc.name)] = (proc / "cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+    return members
+
+
+def test_the_memory_limit_holds_inside_the_host(small_lab):
+    """web1 is 512 MiB. A service of the host's own systemd sees that limit in its
+    cgroup, and is killed when it touches 700 MiB (100 MiB is fine)."""
+
+    def service(*cmd):
+        return labctl_cli("exec", "web1", "--", "systemd-run", "--wait", "--pipe", "-q", *cmd,
+                          check=False)
+
+    limit = service("sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                    "/sys/fs/cgroup/memory.max 2>/dev/null")
+    assert int(limit.stdout.split()[0]) == 512 * 2**20, limit
+    touch = "b = b'x' * ({} << 20); print('touched', len(b) >> 20)"
+    small = service("python3", "-c", touch.format(100))
+    assert small.returncode == 0 and "touched 100" in small.stdout, small
+    big = service("python3", "-c", touch.format(700))
+    assert big.returncode != 0 and "touched" not in big.stdout, big
+    # A command run by `labctl exec` counts against the host as well.
     big = labctl_cli("exec", "web1", "--", "python3", "-c", touch.format(700), check=False)
     assert big.returncode != 0 and "touched" not in big.stdout, big
 
