@@ -138,11 +138,13 @@ class Master:
 def salt_logs_to(path):
     """Send Salt's log records to `path`, not to the terminal.
 
-    Salt's client library logs the hiccups it recovers from at ERROR (a request
-    to a busy master that timed out: "Request timed out while waiting for a
-    response. reconnecting."). Used in-process, Salt holds those records in a
-    deferred stderr handler and prints them when the program exits: noise at the
-    end of `labctl status` and `make demo`. They belong in the lab's client log.
+    `ping` (status, the waits of `up`, the demo) asks minions that have not answered
+    within `timeout` whether they are still busy, giving that request
+    gather_job_timeout=1 s; a master busy on two cores can be slower than that,
+    and Salt's transport logs the request it then retries at ERROR ("Request timed
+    out while waiting for a response. reconnecting."). In-process, Salt holds its
+    records in a deferred stderr handler and prints them at exit: the noise at the
+    end of `make demo`. Salt's records belong in the lab's client log.
     """
     import salt._logging.impl  # slow to import: only where needed
 
