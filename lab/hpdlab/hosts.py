@@ -179,7 +179,8 @@ class Hosts:
         reason = boot_failure(console)
         pid = state["hosts"][name].get("pid")
         if not pid or not is_process(pid, "systemd-nspawn"):
-            return f"exited ({reason or 'no reason in its log'})"
+            last = [line.strip() for line in console.splitlines() if line.strip()]
+            return f"exited ({reason or (last[-1] if last else 'an empty log')})"
         return reason
 
     def exec_in(self, state, name, cmd, **kw):

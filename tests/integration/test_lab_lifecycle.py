@@ -70,6 +70,20 @@ def test_up_and_add(small_lab):
     assert "[ERROR" not in status.stderr, status.stderr
 
 
+def test_a_host_that_fails_to_boot_is_reported_from_its_log_and_removed(small_lab):
+    """A host nspawn refuses (a machine name it rejects stands in for any boot
+    failure): `add` says why from the host's own log, and stops what it started."""
+    out = labctl_cli("add", "bad_name", check=False)
+    assert out.returncode == 2, out
+    assert "host bad_name failed to boot: exited (Invalid machine name: hpdlc-bad_name)" in (
+        out.stderr), out.stderr
+    state = labctl.Lab(NAME).load()
+    assert sorted(state["hosts"]) == ["liar", "web1"]
+    assert not (util.LAB_ROOT / NAME / "hosts" / "bad_name").exists()
+    assert util.lab_mounts(util.LAB_ROOT / NAME / "hosts" / "bad_name") == []
+    assert labctl_cli("status").stdout.count("answering") == 2
+
+
 def test_a_host_cannot_claim_another_environment_or_role(small_lab):
     claim = {"grains": {"env": "production", "roles": ["db", "monitoring"]}}
     labctl_cli("exec", "liar", "--", "sh", "-c",

@@ -196,14 +196,6 @@ def test_lab_cgroups_do_not_depend_on_the_callers_cgroup(monkeypatch):
 # --------------------------------------------------------------------------- up / down
 
 
-def fake_nspawn(tmp_path):
-    """A process whose command is systemd-nspawn (a renamed sleep), as down checks."""
-    exe = tmp_path / "systemd-nspawn"
-    if not exe.exists():
-        exe.symlink_to("/bin/sleep")
-    return subprocess.Popen([str(exe), "60"], start_new_session=True)
-
-
 class FakeLab(lab.Lab):
     """A Lab whose hosts are plain processes (started by the real start_host) and
     whose master and bridge are left out; the third host fails to prepare."""
