@@ -270,6 +270,7 @@ class Lab(Master, hosts.Hosts):
                 step(f"remove {self.host_dir(n)}", remove_dir, self.host_dir(n))
                 del state["hosts"][n]
             step("save the state", self.save, state)
+            step("rewrite the inventory", self.write_inventory, state)
         if errors:
             raise LabError(f"{len(errors)} step(s) of removing lab {self.name} failed:\n  "
                            + "\n  ".join(errors))

@@ -82,6 +82,8 @@ def test_a_host_that_fails_to_boot_is_reported_from_its_log_and_removed(small_la
     assert not (util.LAB_ROOT / NAME / "hosts" / "bad_name").exists()
     assert util.lab_mounts(util.LAB_ROOT / NAME / "hosts" / "bad_name") == []
     assert labctl_cli("status").stdout.count("answering") == 2
+    inventory = util.LAB_ROOT / NAME / "master" / "inventory" / "inventory.yaml"
+    assert sorted(yaml.safe_load(inventory.read_text())) == ["liar", "web1"]
 
 
 def test_a_host_cannot_claim_another_environment_or_role(small_lab):
