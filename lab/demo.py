@@ -7,6 +7,7 @@ URL of a vitals graph on the monitoring host, saved as a PNG.
 """
 
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -85,7 +86,8 @@ def graph(lab, state, points=12):
 
 
 def main():
-    spec = labctl.load_spec()
+    # The lab labctl's own variables name (`make down` and `labctl status` agree).
+    spec = labctl.load_spec(*(os.environ.get(f"HPD_LAB_{v}") for v in ("SPEC", "NAME", "SUBNET")))
     lab = labctl.Lab(spec["name"])
     with lab.locked():
         state, _ = lab.up(spec)
