@@ -7,11 +7,12 @@ Salt's loader (``salt.loader.minion_mods``), so process start-up is not
 counted. A plain psutil read of the same facts is timed too, for reference.
 
     /opt/hpd-salt/venv/bin/python benchmarks/vitals.py [--number N] [--repeat R]
-        [--rounds N] [--no-lab] [--max-ratio X] [--json]
+        [--rounds N] [--no-lab] [--keep] [--max-ratio X] [--json]
 
-Then, in the same run, on the lab (root; the benchmarks' own lab `hpdbench`):
-the round trip of `salt '*' highperf.vitals` against `salt '*' test.ping`
-across every host, aim <= 1.5x.
+Then, in the same run, on the lab (root; the benchmarks' own lab `hpdbench`,
+taken down afterwards unless it was up before or `--keep`): the round trip of
+`salt '*' highperf.vitals` against `salt '*' test.ping` across every host, aim
+<= 1.5x.
 
 The issue's aim: ratio (vitals / composite) <= 1.0 while returning rates and
 more, and never a fixed sleep inside the call. ``--max-ratio`` turns the aim
@@ -145,11 +146,12 @@ def in_process(number, repeat):
     }
 
 
-def on_the_lab(rounds):
+def on_the_lab(rounds, keep):
     """Round trips of `salt '*' highperf.vitals` and `salt '*' test.ping` across a lab.
 
-    Uses the benchmarks' lab (`hpdbench`, booted if it is not up) and Salt's
-    LocalClient in-process, so the salt CLI's start-up is not counted.
+    Uses the benchmarks' lab (`hpdbench`), booted if it is not up and taken down
+    afterwards unless it was up before or `keep`; Salt's LocalClient in-process,
+    so the salt CLI's start-up is not counted.
     """
     sys.path.insert(0, str(REPO / "lab"))
     import salt.client
@@ -158,24 +160,27 @@ def on_the_lab(rounds):
 
     spec = labctl.load_spec(None, "hpdbench", "10.83.0.0/24")
     lab = labctl.Lab(spec["name"])
-    state, _ = lab.up(spec)
-    hosts = sorted(state["hosts"])
-    client = salt.client.LocalClient(str(lab.master_dir / "master"))
+    with labctl.booted(lab, spec, keep) as state:
+        hosts = sorted(state["hosts"])
+        client = salt.client.LocalClient(mopts=lab.salt_opts())
 
-    def round_trip(fun):
-        start = time.perf_counter()
-        ret = client.cmd("*", fun, timeout=60)
-        elapsed = time.perf_counter() - start
-        if sorted(ret) != hosts or not all(ret.values()):
-            raise SystemExit(f"{fun}: not every host answered: {sorted(ret)}")
-        return elapsed * 1000.0
+        def round_trip(fun):
+            start = time.perf_counter()
+            ret = client.cmd("*", fun, timeout=60)
+            elapsed = time.perf_counter() - start
+            if sorted(ret) != hosts or not all(ret.values()):
+                raise SystemExit(f"{fun}: not every host answered: {sorted(ret)}")
+            return elapsed * 1000.0
 
-    client.cmd("*", "saltutil.sync_modules", timeout=120)
-    round_trip("highperf.vitals")  # each host's first call takes its one short sample
-    times = {"test.ping": [], "highperf.vitals": []}
-    for _ in range(rounds):
-        for fun in times:
-            times[fun].append(round_trip(fun))
+        try:
+            client.cmd("*", "saltutil.sync_modules", timeout=120)
+            round_trip("highperf.vitals")  # each host's first call takes its one short sample
+            times = {"test.ping": [], "highperf.vitals": []}
+            for _ in range(rounds):
+                for fun in times:
+                    times[fun].append(round_trip(fun))
+        finally:
+            client.destroy()
     median = {fun: statistics.median(values) for fun, values in times.items()}
     return {
         "hosts": len(hosts),
@@ -191,6 +196,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=7, help="timing runs per candidate")
     parser.add_argument("--rounds", type=int, default=15, help="round trips per function (lab)")
     parser.add_argument("--no-lab", action="store_true", help="skip the lab part")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--max-ratio", type=float, default=None, help="fail above this ratio")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -198,7 +204,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.ERROR)
     result = {"in_process": in_process(args.number, args.repeat)}
     if not args.no_lab:
-        result["lab"] = on_the_lab(args.rounds)
+        result["lab"] = on_the_lab(args.rounds, args.keep)
 
     r = result["in_process"]
     if args.json:

@@ -7,6 +7,7 @@ URL of a vitals graph on the monitoring host, saved as a PNG.
 """
 
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -18,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labctl  # noqa: E402
 
 GRAPH_PORT = 8080  # pillar monitoring:web:port (its default)
+# Lab addresses are reached directly, never through a proxy named in the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def highstate(lab):
@@ -60,7 +63,7 @@ def graph(lab, state, points=12):
     deadline = time.monotonic() + 120
     while True:
         try:
-            with urllib.request.urlopen(base + urllib.parse.urlencode(
+            with DIRECT.open(base + urllib.parse.urlencode(
                     {**params, "format": "json"}, doseq=True), timeout=10) as response:
                 series = json.load(response)
             shown = min((sum(v is not None for v, _ in s["datapoints"]) for s in series),
@@ -74,7 +77,7 @@ def graph(lab, state, points=12):
         {**params, "width": 800, "height": 400, "format": "png"}, doseq=True)
     png = lab.dir / "vitals.png"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with DIRECT.open(url, timeout=10) as response:
             png.write_bytes(response.read())
     except OSError as exc:
         print(f"\nno graph from {url}: {exc}")
@@ -83,7 +86,8 @@ def graph(lab, state, points=12):
 
 
 def main():
-    spec = labctl.load_spec()
+    # The lab labctl's own variables name (`make down` and `labctl status` agree).
+    spec = labctl.load_spec(*(os.environ.get(f"HPD_LAB_{v}") for v in ("SPEC", "NAME", "SUBNET")))
     lab = labctl.Lab(spec["name"])
     with lab.locked():
         state, _ = lab.up(spec)

@@ -1,11 +1,10 @@
 """The lab and the common role, on real systemd hosts with a real salt-master."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import state_results
-
-import labctl
 
 pytestmark = pytest.mark.lab
 
@@ -29,7 +28,7 @@ def test_hosts_are_limited_to_their_declared_size(lab):
         if mode == "systemd":
             continue  # the scope's MemoryMax/CPUQuota, set by systemd-run
         limits = {}
-        for group in labctl.host_cgroup_dirs(lab.lab.name, host, entry, mode):
+        for group in map(Path, entry["cgroups"]):
             for name in ("memory.limit_in_bytes", "memory.max", "cpu.cfs_quota_us", "cpu.max"):
                 if (group / name).exists():
                     limits[name] = (group / name).read_text().split()[0]
