@@ -631,7 +631,7 @@ _IMAGE_FSTYPES = frozenset({"squashfs", "iso9660", "erofs", "udf"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 _LOCK = threading.Lock()
-_STATE = {}  # previous sample: pid, boot_id, mono, cpu, net
+_STATE = {}  # per consumer: pid, path, boot_id, base and pending samples
 _MOUNTS = {"value": None, "pid": None, "file": None, "poll": None}
 _MOUNTS_LOCK = threading.Lock()
 _FSTYPES = {"physical": None, "known": frozenset()}
@@ -874,16 +874,28 @@ def _boot_id():
     return _BOOT_ID[0]
 
 
-def _state_path():
+def _state_path(consumer):
     # .get only: truth-testing the loader's opts walks every key.
     cachedir = __opts__.get("cachedir")
-    return os.path.join(cachedir, "highperf", "vitals.json") if cachedir else None
+    return os.path.join(cachedir, "highperf", f"{consumer}.json") if cachedir else None
+
+
+def _sample(data):
+    """A saved counter sample, checked; ValueError, TypeError or KeyError if malformed."""
+    net = {k: tuple(int(x) for x in v) for k, v in data["net"].items()}
+    if any(len(v) != len(_NET_FIELDS) for v in net.values()):
+        raise ValueError("a network sample of the wrong length")
+    return {
+        "mono": float(data["mono"]),
+        "cpu": {k: float(v) for k, v in data["cpu"].items()},
+        "net": net,
+    }
 
 
 def _load_state(path, boot_id):
     """
-    The previous sample saved by another process (a forked minion job, an
-    earlier salt-call), if it is from this boot and well formed.
+    A consumer's baseline and pending samples saved by another process (a
+    forked minion job, an earlier salt-call), if from this boot and well formed.
     """
     if not path:
         return None
@@ -892,12 +904,11 @@ def _load_state(path, boot_id):
             state = json.load(fh)
         if state.get("boot_id") != boot_id:
             return None
-        state["mono"] = float(state["mono"])
-        state["cpu"] = {k: float(v) for k, v in state["cpu"].items()}
-        state["net"] = {k: tuple(int(x) for x in v) for k, v in state["net"].items()}
-        if any(len(v) != len(_NET_FIELDS) for v in state["net"].values()):
-            return None
-        return state
+        pending = state["pending"]
+        return {
+            "base": _sample(state["base"]),
+            "pending": None if pending is None else _sample(pending),
+        }
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -911,48 +922,71 @@ def _save_state(path, state):
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vitals.")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({k: state[k] for k in ("boot_id", "mono", "cpu", "net")}, fh)
+            json.dump({k: state[k] for k in ("boot_id", "base", "pending")}, fh)
         os.replace(tmp, path)
     except (OSError, TypeError, ValueError) as exc:
-        log.debug("highperf: cannot save the vitals sample to %s: %s", path, exc)
+        log.debug("highperf: cannot save the vitals samples to %s: %s", path, exc)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _sample_pair():
+def _advance(base, pending, cur, min_interval):
     """
-    Return (previous, current) counter samples, moving the saved baseline
-    forward when it is at least MIN_INTERVAL_SECONDS old. The previous sample
-    is kept in memory (the loader keeps the module alive) and in the minion
-    cachedir (minion jobs run in forked processes, salt-call in new ones);
-    only when neither exists is a short sample taken, once.
+    The samples to keep after measuring ``cur``: ``(baseline, pending)``.
+    ``pending`` is the oldest sample taken since the baseline; it becomes the
+    baseline once ``min_interval`` old. So a baseline that has moved is always
+    at least ``min_interval`` old, and a consumer called every N seconds
+    (N >= ``min_interval``) measures exactly the time since its previous call.
+    """
+    if pending is not None and cur["mono"] - pending["mono"] >= min_interval:
+        base, pending = pending, None
+    return base, cur if pending is None else pending
+
+
+def _sample_pair(consumer):
+    """
+    Return (baseline, current) counter samples of ``consumer``: each consumer
+    (``vitals``, ``push_vitals``) keeps its own, so the schedule's series is
+    continuous whatever else calls ``vitals``. The samples are kept in memory
+    (the loader keeps the module alive) and in the minion cachedir (minion
+    jobs run in forked processes, salt-call in new ones); only when neither
+    exists is a short sample taken, once.
     """
     with _LOCK:
         pid, boot_id = os.getpid(), _boot_id()
-        path = _state_path()
-        if _STATE.get("pid") == pid and _STATE.get("path") == path:
-            prev = dict(_STATE)
-        else:
-            prev = _load_state(path, boot_id)
+        path = _state_path(consumer)
+        kept = _STATE.get(consumer)
+        if not kept or kept["pid"] != pid or kept["path"] != path:
+            kept = _load_state(path, boot_id)
         cur = _counters()
-        if prev is None or cur["mono"] < prev["mono"]:
-            prev = cur
+        newest = kept and (kept["pending"] or kept["base"])
+        if not newest or cur["mono"] < newest["mono"]:
+            base, pending = cur, None
             time.sleep(FIRST_SAMPLE_SECONDS)
             cur = _counters()
-            baseline = prev
-        elif cur["mono"] - prev["mono"] >= MIN_INTERVAL_SECONDS:
-            baseline = cur
         else:
-            baseline = None
-        if baseline is not None:
-            _STATE.clear()
-            _STATE.update(baseline, pid=pid, boot_id=boot_id, path=path)
-            _save_state(path, _STATE)
-        elif _STATE.get("mono") != prev["mono"]:
-            # Baseline read from the saved sample: keep it in memory too.
-            _STATE.clear()
-            _STATE.update(prev, pid=pid, boot_id=boot_id, path=path)
-        return prev, cur
+            base, pending = kept["base"], kept["pending"]
+        base, pending = _advance(base, pending, cur, MIN_INTERVAL_SECONDS)
+        state = {"pid": pid, "path": path, "boot_id": boot_id, "base": base, "pending": pending}
+        if not kept or kept["base"] is not base or kept["pending"] is not pending:
+            _save_state(path, state)
+        _STATE[consumer] = state
+        return base, cur
+
+
+def _vitals(consumer):
+    prev, cur = _sample_pair(consumer)
+    interval = cur["mono"] - prev["mono"]
+    cpu_count = psutil.cpu_count() or 1
+    vm = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    return {
+        "load": _load_block(psutil.getloadavg(), cpu_count),
+        "cpu": _cpu_block(prev["cpu"], cur["cpu"], cpu_count, interval),
+        "memory": _memory_block(vm.total, vm.available, swap.total, swap.used),
+        "disk": _disk_block(),
+        "network": _net_block(prev["net"], cur["net"], interval),
+    }
 
 
 def vitals():
@@ -985,13 +1019,18 @@ def vitals():
         ``..._per_s`` rate (0 for an interface first seen, or whose counters
         were reset).
 
-    Percentages and rates cover the time since the previous call, or since
-    the last sample at least 1 s old when calls come faster. The previous
-    sample is kept in memory and in ``<cachedir>/highperf/vitals.json``, so
-    it carries across minion jobs (forked processes) and ``salt-call`` runs
-    on the same boot. Only the very first call on a boot measures over a
-    0.25 s sample; later calls never sleep. The mount table is parsed again
-    only when the kernel signals a mount or unmount.
+    Percentages and rates cover the time since the previous call, and never
+    less than 1 s (``MIN_INTERVAL_SECONDS``): when calls come faster, the
+    older sample stays the baseline until the newer one is 1 s old. The one
+    exception is the very first call on a boot, which has no earlier sample:
+    it measures over a 0.25 s sample (``FIRST_SAMPLE_SECONDS``, the only
+    sleep), and calls in the second after it measure from that sample's
+    start. The samples are kept in memory and in
+    ``<cachedir>/highperf/vitals.json``, so they carry across minion jobs
+    (forked processes) and ``salt-call`` runs on the same boot.
+    :func:`push_vitals` keeps its own in ``push_vitals.json``: a call of
+    ``vitals`` never shortens what the next push covers. The mount table is
+    parsed again only when the kernel signals a mount or unmount.
 
     CLI Example:
 
@@ -1000,18 +1039,7 @@ def vitals():
         salt '*' highperf.vitals
         salt-call --local -m _modules highperf.vitals --out=json
     """
-    prev, cur = _sample_pair()
-    interval = cur["mono"] - prev["mono"]
-    cpu_count = psutil.cpu_count() or 1
-    vm = psutil.virtual_memory()
-    swap = psutil.swap_memory()
-    return {
-        "load": _load_block(psutil.getloadavg(), cpu_count),
-        "cpu": _cpu_block(prev["cpu"], cur["cpu"], cpu_count, interval),
-        "memory": _memory_block(vm.total, vm.available, swap.total, swap.used),
-        "disk": _disk_block(),
-        "network": _net_block(prev["net"], cur["net"], interval),
-    }
+    return _vitals("vitals")
 
 
 # ---------------------------------------------------------------------------
@@ -1046,6 +1074,9 @@ def _graphite_lines(tree, prefix, minion_id, timestamp):
 def push_vitals(host=None, port=None, prefix=None):
     """
     Send :func:`vitals` to Graphite and return the number of datapoints sent.
+    Its rates and percentages cover the time since the previous push (its own
+    baseline, whatever else calls ``vitals``), and ``cpu.interval`` says how
+    long that was.
 
     Each leaf becomes ``<prefix>.<minion id, dots as _>.<group>.<...>``
     (for example ``servers.web1_example_com.cpu.percent.busy``), all sent
@@ -1091,7 +1122,7 @@ def push_vitals(host=None, port=None, prefix=None):
     # Stamped when the push starts: a push slowed down by a loaded host still
     # lands in the slot it was scheduled for.
     started = time.time()
-    lines = _graphite_lines(vitals(), prefix, minion_id, started)
+    lines = _graphite_lines(_vitals("push_vitals"), prefix, minion_id, started)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall("".join(lines).encode("utf-8"))
