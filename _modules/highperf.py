@@ -70,6 +70,7 @@ __virtualname__ = "highperf"
 # declared here so the module can also be imported directly (unit tests, linters).
 __opts__ = {}
 __grains__ = {}
+__pillar__ = {}
 __salt__ = {}
 __context__ = {}
 
@@ -493,7 +494,7 @@ def mysql_tune(mem_total=None):
 # uWSGI
 # ---------------------------------------------------------------------------
 
-#: Roles (from the ``roles`` grain) that make a host "shared": processes
+#: Roles (pillar ``hpd:roles``, the inventory's) that make a host "shared": processes
 #: drop from 2 x cores to cores + 1.
 UWSGI_HEAVY_ROLES = frozenset(
     {"cache", "varnish", "db", "database", "memcached", "redis", "postgres", "postgresql", "mysql"}
@@ -587,8 +588,9 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
         RAM in MiB. Default: the ``mem_total`` grain.
 
     roles
-        List (or comma-separated string) of the host's roles. Default: the
-        ``roles`` grain.
+        List (or comma-separated string) of the host's roles. Default: pillar
+        ``hpd:roles``, the roles the master's inventory gives this minion (a
+        ``roles`` grain is the minion's own claim and is not read).
 
     CLI Example:
 
@@ -600,7 +602,7 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
     cpus = _grain_default("cpus", cpus, "num_cpus", integer=True)
     mem_mib = _grain_default("mem_total", mem_total, "mem_total")
     if roles is None:
-        roles = __grains__.get("roles", [])
+        roles = __pillar__.get("hpd", {}).get("roles", [])
     return _uwsgi_tune(cpus, mem_mib, roles=roles, somaxconn=_somaxconn())
 
 

@@ -667,6 +667,19 @@ def test_uwsgi_tune_refuses_nonsense(hp, kwargs, message):
         hp._uwsgi_tune(args.pop("cpus"), args.pop("mem_mib"), **args)
 
 
+def test_uwsgi_tune_roles_come_from_the_inventory_not_a_grain(hp, monkeypatch):
+    """The roles pillar hpd:roles (the master's inventory) gives the host count; a
+    ``roles`` grain, which the minion sets itself, does not."""
+    monkeypatch.setattr(hp, "__grains__", {"num_cpus": 8, "mem_total": 16384, "roles": ["app"]})
+    monkeypatch.setattr(hp, "__pillar__", {"hpd": {"roles": ["app", "db"]}}, raising=False)
+    assert hp.uwsgi_tune()["processes"] == 9  # shared with the database: cores + 1
+    monkeypatch.setattr(hp, "__grains__", {"num_cpus": 8, "mem_total": 16384, "roles": ["db"]})
+    monkeypatch.setattr(hp, "__pillar__", {"hpd": {"roles": ["app"]}}, raising=False)
+    assert hp.uwsgi_tune()["processes"] == 16
+    monkeypatch.setattr(hp, "__pillar__", {}, raising=False)
+    assert hp.uwsgi_tune()["processes"] == 16, "no inventory: not shared"
+
+
 # ---------------------------------------------------------------------------
 # vitals: pure parts
 # ---------------------------------------------------------------------------
