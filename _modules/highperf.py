@@ -12,7 +12,7 @@ One function per question, pure data out:
     ``postgresql.conf`` settings for this host: the seed's rules, or one of
     PGTune's workload profiles.
 ``highperf.mysql_tune``
-    InnoDB buffer pool size and instances (80% of RAM).
+    the InnoDB buffer pool size (80% of RAM) for MariaDB 10.11.
 ``highperf.uwsgi_tune``
     uWSGI worker settings for a Django app server.
 
@@ -415,13 +415,7 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
 # MySQL
 # ---------------------------------------------------------------------------
 
-#: innodb_buffer_pool_instances upper bound (MySQL's maximum).
-MYSQL_MAX_INSTANCES = 64
-#: MySQL's advice: no more than this many chunks in the buffer pool.
-MYSQL_MAX_CHUNKS = 1000
-#: MySQL's default innodb_buffer_pool_chunk_size, in MiB.
-MYSQL_DEFAULT_CHUNK_MIB = 128
-#: MySQL's smallest innodb_buffer_pool_size, in MiB.
+#: MariaDB's smallest innodb_buffer_pool_size, in MiB (MySQL's is 5MiB too).
 MYSQL_MIN_POOL_MIB = 5
 
 
@@ -435,47 +429,23 @@ def _mysql_tune(mem_mib):
     Pure computation behind :func:`mysql_tune`.
     """
     mem_mib = _number("mem_total", mem_mib)
-    target = max(int(mem_mib * 1024) * 4 // 5 // 1024, MYSQL_MIN_POOL_MIB)
-    # One instance per whole GiB of pool (each at least 1GiB), 1 to 64.
-    instances = max(1, min(MYSQL_MAX_INSTANCES, target // 1024))
-    per_instance = target // instances
-    # MySQL rounds the pool *up* to a multiple of chunk_size * instances.
-    # Choose the chunk so the pool is such a multiple just below the target:
-    # the chunk count per instance that wastes least, then the chunk nearest
-    # MySQL's 128MiB default (within a factor of two of it, or of the fewest
-    # chunks allowed), never more than 1000 chunks in all.
-    most = max(1, MYSQL_MAX_CHUNKS // instances)
-    near_default = min(math.ceil(per_instance / MYSQL_DEFAULT_CHUNK_MIB), most)
-    candidates = range(max(1, near_default // 2), min(2 * near_default, most) + 1)
-    chunks = min(
-        candidates,
-        key=lambda k: (per_instance % k, abs(per_instance // k - MYSQL_DEFAULT_CHUNK_MIB)),
-    )
-    chunk = per_instance // chunks
-    pool = chunk * chunks * instances
-    return {
-        "innodb_buffer_pool_size": _my_size(pool),
-        "innodb_buffer_pool_instances": instances,
-        "innodb_buffer_pool_chunk_size": _my_size(chunk),
-    }
+    pool = max(int(mem_mib * 1024) * 4 // 5 // 1024, MYSQL_MIN_POOL_MIB)
+    return {"innodb_buffer_pool_size": _my_size(pool)}
 
 
 def mysql_tune(mem_total=None):
     """
-    Return my.cnf InnoDB buffer pool settings for this host.
+    Return my.cnf InnoDB settings for this host's MySQL, which on Debian 12 is
+    MariaDB 10.11: only options that server accepts.
 
     ``innodb_buffer_pool_size`` is 80% of RAM (the seed's rule), rounded down
-    to a whole MiB and then down to a multiple of ``chunk_size * instances``
-    (MySQL would otherwise round it *up*, past 80%); it ends within 0.5%
-    below 80%. ``innodb_buffer_pool_instances`` is what that size implies:
-    one per whole GiB of pool, so each instance holds at least 1GiB (MySQL's
-    advice), 1 below 1GiB, at most 64. ``innodb_buffer_pool_chunk_size`` is
-    the matching chunk: the one that wastes least, near MySQL's 128MiB
-    default (within a factor of two when at most 1000 chunks allow it); set
-    all three together.
+    to a whole MiB; a my.cnf string (``'13107M'``, ``'12G'``).
 
-    Sizes are my.cnf strings (``'13068M'``, ``'12G'``); the instance count is
-    a number.
+    Left out on purpose: ``innodb_buffer_pool_instances`` (MariaDB runs one
+    buffer pool since 10.5 and removed the option in 10.6: an unknown option
+    stops ``mariadbd``) and ``innodb_buffer_pool_chunk_size`` (deprecated and
+    ignored since 10.11.12, MDEV-29445, which sizes the pool in 1MiB steps;
+    Debian 12 ships a later 10.11).
 
     mem_total
         RAM in MiB. Default: the ``mem_total`` grain.
