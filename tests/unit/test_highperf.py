@@ -1305,6 +1305,9 @@ def test_salt_call_local(tmp_path):
         f"pki_dir: {tmp_path / 'pki'}\n"
         f"sock_dir: {tmp_path / 'sock'}\n"
         f"log_file: {tmp_path / 'minion.log'}\n"
+        # Its own: a copy synced into the machine's minion cache would win over -m.
+        f"extension_modules: {tmp_path / 'extmods'}\n"
+        "log_level_logfile: debug\n"
         "file_client: local\n"
     )
     proc = subprocess.run(
@@ -1331,6 +1334,14 @@ def test_salt_call_local(tmp_path):
     assert ret["work_mem"] == "327MB"
     assert ret["effective_cache_size"] == "8GB"
     assert ret["maintenance_work_mem"] == "1GB"
+    # The loader logs the file it loaded the module from: this repository's.
+    loaded = set(
+        re.findall(
+            r"<module 'salt\.loaded\.ext\.module\.highperf' from '([^']+)'>",
+            (tmp_path / "minion.log").read_text(),
+        )
+    )
+    assert loaded == {str(MODULE_PATH)}
 
 
 # --------------------------------------------------------------------------- graphite schedule
