@@ -1176,3 +1176,27 @@ def retentions(interval, finest, coarser):
         salt '*' highperf.retentions 10 2d '["5m:30d", "1h:2y"]'
     """
     return _retentions(_number("interval", interval, integer=True), finest, list(coarser))
+
+
+def retention_archives(retentions):
+    """
+    The archives a carbon ``retentions`` string (``precision:duration``
+    with units, comma-separated) gives a whisper file, as whisper lays them
+    out: ``[[seconds per point, points], ...]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' highperf.retention_archives 10s:2d,5m:30d
+    """
+    archives = []
+    for archive in str(retentions).split(","):
+        precision, _, duration = archive.strip().partition(":")
+        step = _seconds(precision)
+        if not step or not duration[-1:].isalpha():
+            raise SaltInvocationError(
+                f"retentions: {archive!r} is not precision:duration with units, like 10s:2d"
+            )
+        archives.append([step, _seconds(duration) // step])
+    return archives
