@@ -22,7 +22,8 @@ def rules(prefix):
     pattern = "^" + re.escape(prefix) + r"\."
     parser = configparser.ConfigParser()
     parser.read_string(jinja2.Template(body).render(carbon={"vitals_pattern": pattern}))
-    return [(re.compile(parser[s]["pattern"]), parser[s]["aggregationMethod"]) for s in parser.sections()]
+    sections = [parser[name] for name in parser.sections()]
+    return [(re.compile(s["pattern"]), s["aggregationMethod"]) for s in sections]
 
 
 def method(metric, prefix="servers"):
