@@ -1371,3 +1371,14 @@ def test_retentions_put_the_push_interval_first(hp):
 def test_retentions_refuse_a_precision_the_interval_does_not_divide(hp, coarser):
     with pytest.raises(SaltInvocationError, match=coarser[0].split(":")[0]):
         hp.retentions(60, "2d", coarser)
+
+
+def test_retention_archives_in_whisper_layout(hp):
+    assert hp.retention_archives("5s:2d,5m:30d,1h:2y") == [[5, 34560], [300, 8640], [3600, 17520]]
+    assert hp.retention_archives("1m:7d") == [[60, 10080]]
+
+
+@pytest.mark.parametrize("bad", ["5s", "0s:1d", "x:1d", "5s:100", "5s:1d,"])
+def test_retention_archives_refuse_what_is_not_precision_duration(hp, bad):
+    with pytest.raises(SaltInvocationError, match="duration"):
+        hp.retention_archives(bad)
