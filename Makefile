@@ -7,7 +7,9 @@ VENV ?= /opt/hpd-salt/venv
 export HPD_VENV := $(VENV)
 PY := $(VENV)/bin/python3
 LABCTL := lab/labctl
-APT_PACKAGES := python3 python3-venv systemd-container debootstrap iproute2 apt-utils
+# python3-whisper: the unit tests of _states/whisper.py run its whisper-resize.
+APT_PACKAGES := python3 python3-venv systemd-container debootstrap iproute2 apt-utils \
+  python3-whisper
 REQUIREMENTS := $(shell sed -n '/^install_requires =/,/^$$/p' setup.cfg | tail -n +2)
 SLS := $(shell find salt orch reactor -name '*.sls' 2>/dev/null)
 

@@ -12,7 +12,7 @@ One function per question, pure data out:
     ``postgresql.conf`` settings for this host: the seed's rules, or one of
     PGTune's workload profiles.
 ``highperf.mysql_tune``
-    InnoDB buffer pool size and instances (80% of RAM).
+    the InnoDB buffer pool size (80% of RAM) for MariaDB 10.11.
 ``highperf.uwsgi_tune``
     uWSGI worker settings for a Django app server.
 
@@ -70,6 +70,7 @@ __virtualname__ = "highperf"
 # declared here so the module can also be imported directly (unit tests, linters).
 __opts__ = {}
 __grains__ = {}
+__pillar__ = {}
 __salt__ = {}
 __context__ = {}
 
@@ -414,13 +415,7 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
 # MySQL
 # ---------------------------------------------------------------------------
 
-#: innodb_buffer_pool_instances upper bound (MySQL's maximum).
-MYSQL_MAX_INSTANCES = 64
-#: MySQL's advice: no more than this many chunks in the buffer pool.
-MYSQL_MAX_CHUNKS = 1000
-#: MySQL's default innodb_buffer_pool_chunk_size, in MiB.
-MYSQL_DEFAULT_CHUNK_MIB = 128
-#: MySQL's smallest innodb_buffer_pool_size, in MiB.
+#: MariaDB's smallest innodb_buffer_pool_size, in MiB (MySQL's is 5MiB too).
 MYSQL_MIN_POOL_MIB = 5
 
 
@@ -434,47 +429,23 @@ def _mysql_tune(mem_mib):
     Pure computation behind :func:`mysql_tune`.
     """
     mem_mib = _number("mem_total", mem_mib)
-    target = max(int(mem_mib * 1024) * 4 // 5 // 1024, MYSQL_MIN_POOL_MIB)
-    # One instance per whole GiB of pool (each at least 1GiB), 1 to 64.
-    instances = max(1, min(MYSQL_MAX_INSTANCES, target // 1024))
-    per_instance = target // instances
-    # MySQL rounds the pool *up* to a multiple of chunk_size * instances.
-    # Choose the chunk so the pool is such a multiple just below the target:
-    # the chunk count per instance that wastes least, then the chunk nearest
-    # MySQL's 128MiB default (within a factor of two of it, or of the fewest
-    # chunks allowed), never more than 1000 chunks in all.
-    most = max(1, MYSQL_MAX_CHUNKS // instances)
-    near_default = min(math.ceil(per_instance / MYSQL_DEFAULT_CHUNK_MIB), most)
-    candidates = range(max(1, near_default // 2), min(2 * near_default, most) + 1)
-    chunks = min(
-        candidates,
-        key=lambda k: (per_instance % k, abs(per_instance // k - MYSQL_DEFAULT_CHUNK_MIB)),
-    )
-    chunk = per_instance // chunks
-    pool = chunk * chunks * instances
-    return {
-        "innodb_buffer_pool_size": _my_size(pool),
-        "innodb_buffer_pool_instances": instances,
-        "innodb_buffer_pool_chunk_size": _my_size(chunk),
-    }
+    pool = max(int(mem_mib * 1024) * 4 // 5 // 1024, MYSQL_MIN_POOL_MIB)
+    return {"innodb_buffer_pool_size": _my_size(pool)}
 
 
 def mysql_tune(mem_total=None):
     """
-    Return my.cnf InnoDB buffer pool settings for this host.
+    Return my.cnf InnoDB settings for this host's MySQL, which on Debian 12 is
+    MariaDB 10.11: only options that server accepts.
 
     ``innodb_buffer_pool_size`` is 80% of RAM (the seed's rule), rounded down
-    to a whole MiB and then down to a multiple of ``chunk_size * instances``
-    (MySQL would otherwise round it *up*, past 80%); it ends within 0.5%
-    below 80%. ``innodb_buffer_pool_instances`` is what that size implies:
-    one per whole GiB of pool, so each instance holds at least 1GiB (MySQL's
-    advice), 1 below 1GiB, at most 64. ``innodb_buffer_pool_chunk_size`` is
-    the matching chunk: the one that wastes least, near MySQL's 128MiB
-    default (within a factor of two when at most 1000 chunks allow it); set
-    all three together.
+    to a whole MiB; a my.cnf string (``'13107M'``, ``'12G'``).
 
-    Sizes are my.cnf strings (``'13068M'``, ``'12G'``); the instance count is
-    a number.
+    Left out on purpose: ``innodb_buffer_pool_instances`` (MariaDB runs one
+    buffer pool since 10.5 and removed the option in 10.6: an unknown option
+    stops ``mariadbd``) and ``innodb_buffer_pool_chunk_size`` (deprecated and
+    ignored since 10.11.12, MDEV-29445, which sizes the pool in 1MiB steps;
+    Debian 12 ships a later 10.11).
 
     mem_total
         RAM in MiB. Default: the ``mem_total`` grain.
@@ -493,7 +464,7 @@ def mysql_tune(mem_total=None):
 # uWSGI
 # ---------------------------------------------------------------------------
 
-#: Roles (from the ``roles`` grain) that make a host "shared": processes
+#: Roles (pillar ``hpd:roles``, the inventory's) that make a host "shared": processes
 #: drop from 2 x cores to cores + 1.
 UWSGI_HEAVY_ROLES = frozenset(
     {"cache", "varnish", "db", "database", "memcached", "redis", "postgres", "postgresql", "mysql"}
@@ -587,8 +558,9 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
         RAM in MiB. Default: the ``mem_total`` grain.
 
     roles
-        List (or comma-separated string) of the host's roles. Default: the
-        ``roles`` grain.
+        List (or comma-separated string) of the host's roles. Default: pillar
+        ``hpd:roles``, the roles the master's inventory gives this minion (a
+        ``roles`` grain is the minion's own claim and is not read).
 
     CLI Example:
 
@@ -600,7 +572,7 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
     cpus = _grain_default("cpus", cpus, "num_cpus", integer=True)
     mem_mib = _grain_default("mem_total", mem_total, "mem_total")
     if roles is None:
-        roles = __grains__.get("roles", [])
+        roles = __pillar__.get("hpd", {}).get("roles", [])
     return _uwsgi_tune(cpus, mem_mib, roles=roles, somaxconn=_somaxconn())
 
 
@@ -631,7 +603,7 @@ _IMAGE_FSTYPES = frozenset({"squashfs", "iso9660", "erofs", "udf"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 _LOCK = threading.Lock()
-_STATE = {}  # previous sample: pid, boot_id, mono, cpu, net
+_STATE = {}  # per consumer: pid, path, boot_id, base and pending samples
 _MOUNTS = {"value": None, "pid": None, "file": None, "poll": None}
 _MOUNTS_LOCK = threading.Lock()
 _FSTYPES = {"physical": None, "known": frozenset()}
@@ -874,16 +846,28 @@ def _boot_id():
     return _BOOT_ID[0]
 
 
-def _state_path():
+def _state_path(consumer):
     # .get only: truth-testing the loader's opts walks every key.
     cachedir = __opts__.get("cachedir")
-    return os.path.join(cachedir, "highperf", "vitals.json") if cachedir else None
+    return os.path.join(cachedir, "highperf", f"{consumer}.json") if cachedir else None
+
+
+def _sample(data):
+    """A saved counter sample, checked; ValueError, TypeError or KeyError if malformed."""
+    net = {k: tuple(int(x) for x in v) for k, v in data["net"].items()}
+    if any(len(v) != len(_NET_FIELDS) for v in net.values()):
+        raise ValueError("a network sample of the wrong length")
+    return {
+        "mono": float(data["mono"]),
+        "cpu": {k: float(v) for k, v in data["cpu"].items()},
+        "net": net,
+    }
 
 
 def _load_state(path, boot_id):
     """
-    The previous sample saved by another process (a forked minion job, an
-    earlier salt-call), if it is from this boot and well formed.
+    A consumer's baseline and pending samples saved by another process (a
+    forked minion job, an earlier salt-call), if from this boot and well formed.
     """
     if not path:
         return None
@@ -892,12 +876,11 @@ def _load_state(path, boot_id):
             state = json.load(fh)
         if state.get("boot_id") != boot_id:
             return None
-        state["mono"] = float(state["mono"])
-        state["cpu"] = {k: float(v) for k, v in state["cpu"].items()}
-        state["net"] = {k: tuple(int(x) for x in v) for k, v in state["net"].items()}
-        if any(len(v) != len(_NET_FIELDS) for v in state["net"].values()):
-            return None
-        return state
+        pending = state["pending"]
+        return {
+            "base": _sample(state["base"]),
+            "pending": None if pending is None else _sample(pending),
+        }
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -911,48 +894,71 @@ def _save_state(path, state):
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vitals.")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({k: state[k] for k in ("boot_id", "mono", "cpu", "net")}, fh)
+            json.dump({k: state[k] for k in ("boot_id", "base", "pending")}, fh)
         os.replace(tmp, path)
     except (OSError, TypeError, ValueError) as exc:
-        log.debug("highperf: cannot save the vitals sample to %s: %s", path, exc)
+        log.debug("highperf: cannot save the vitals samples to %s: %s", path, exc)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _sample_pair():
+def _advance(base, pending, cur, min_interval):
     """
-    Return (previous, current) counter samples, moving the saved baseline
-    forward when it is at least MIN_INTERVAL_SECONDS old. The previous sample
-    is kept in memory (the loader keeps the module alive) and in the minion
-    cachedir (minion jobs run in forked processes, salt-call in new ones);
-    only when neither exists is a short sample taken, once.
+    The samples to keep after measuring ``cur``: ``(baseline, pending)``.
+    ``pending`` is the oldest sample taken since the baseline; it becomes the
+    baseline once ``min_interval`` old. So a baseline that has moved is always
+    at least ``min_interval`` old, and a consumer called every N seconds
+    (N >= ``min_interval``) measures exactly the time since its previous call.
+    """
+    if pending is not None and cur["mono"] - pending["mono"] >= min_interval:
+        base, pending = pending, None
+    return base, cur if pending is None else pending
+
+
+def _sample_pair(consumer):
+    """
+    Return (baseline, current) counter samples of ``consumer``: each consumer
+    (``vitals``, ``push_vitals``) keeps its own, so the schedule's series is
+    continuous whatever else calls ``vitals``. The samples are kept in memory
+    (the loader keeps the module alive) and in the minion cachedir (minion
+    jobs run in forked processes, salt-call in new ones); only when neither
+    exists is a short sample taken, once.
     """
     with _LOCK:
         pid, boot_id = os.getpid(), _boot_id()
-        path = _state_path()
-        if _STATE.get("pid") == pid and _STATE.get("path") == path:
-            prev = dict(_STATE)
-        else:
-            prev = _load_state(path, boot_id)
+        path = _state_path(consumer)
+        kept = _STATE.get(consumer)
+        if not kept or kept["pid"] != pid or kept["path"] != path:
+            kept = _load_state(path, boot_id)
         cur = _counters()
-        if prev is None or cur["mono"] < prev["mono"]:
-            prev = cur
+        newest = kept and (kept["pending"] or kept["base"])
+        if not newest or cur["mono"] < newest["mono"]:
+            base, pending = cur, None
             time.sleep(FIRST_SAMPLE_SECONDS)
             cur = _counters()
-            baseline = prev
-        elif cur["mono"] - prev["mono"] >= MIN_INTERVAL_SECONDS:
-            baseline = cur
         else:
-            baseline = None
-        if baseline is not None:
-            _STATE.clear()
-            _STATE.update(baseline, pid=pid, boot_id=boot_id, path=path)
-            _save_state(path, _STATE)
-        elif _STATE.get("mono") != prev["mono"]:
-            # Baseline read from the saved sample: keep it in memory too.
-            _STATE.clear()
-            _STATE.update(prev, pid=pid, boot_id=boot_id, path=path)
-        return prev, cur
+            base, pending = kept["base"], kept["pending"]
+        base, pending = _advance(base, pending, cur, MIN_INTERVAL_SECONDS)
+        state = {"pid": pid, "path": path, "boot_id": boot_id, "base": base, "pending": pending}
+        if not kept or kept["base"] is not base or kept["pending"] is not pending:
+            _save_state(path, state)
+        _STATE[consumer] = state
+        return base, cur
+
+
+def _vitals(consumer):
+    prev, cur = _sample_pair(consumer)
+    interval = cur["mono"] - prev["mono"]
+    cpu_count = psutil.cpu_count() or 1
+    vm = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    return {
+        "load": _load_block(psutil.getloadavg(), cpu_count),
+        "cpu": _cpu_block(prev["cpu"], cur["cpu"], cpu_count, interval),
+        "memory": _memory_block(vm.total, vm.available, swap.total, swap.used),
+        "disk": _disk_block(),
+        "network": _net_block(prev["net"], cur["net"], interval),
+    }
 
 
 def vitals():
@@ -985,13 +991,18 @@ def vitals():
         ``..._per_s`` rate (0 for an interface first seen, or whose counters
         were reset).
 
-    Percentages and rates cover the time since the previous call, or since
-    the last sample at least 1 s old when calls come faster. The previous
-    sample is kept in memory and in ``<cachedir>/highperf/vitals.json``, so
-    it carries across minion jobs (forked processes) and ``salt-call`` runs
-    on the same boot. Only the very first call on a boot measures over a
-    0.25 s sample; later calls never sleep. The mount table is parsed again
-    only when the kernel signals a mount or unmount.
+    Percentages and rates cover the time since the previous call, and never
+    less than 1 s (``MIN_INTERVAL_SECONDS``): when calls come faster, the
+    older sample stays the baseline until the newer one is 1 s old. The one
+    exception is the very first call on a boot, which has no earlier sample:
+    it measures over a 0.25 s sample (``FIRST_SAMPLE_SECONDS``, the only
+    sleep), and calls in the second after it measure from that sample's
+    start. The samples are kept in memory and in
+    ``<cachedir>/highperf/vitals.json``, so they carry across minion jobs
+    (forked processes) and ``salt-call`` runs on the same boot.
+    :func:`push_vitals` keeps its own in ``push_vitals.json``: a call of
+    ``vitals`` never shortens what the next push covers. The mount table is
+    parsed again only when the kernel signals a mount or unmount.
 
     CLI Example:
 
@@ -1000,18 +1011,7 @@ def vitals():
         salt '*' highperf.vitals
         salt-call --local -m _modules highperf.vitals --out=json
     """
-    prev, cur = _sample_pair()
-    interval = cur["mono"] - prev["mono"]
-    cpu_count = psutil.cpu_count() or 1
-    vm = psutil.virtual_memory()
-    swap = psutil.swap_memory()
-    return {
-        "load": _load_block(psutil.getloadavg(), cpu_count),
-        "cpu": _cpu_block(prev["cpu"], cur["cpu"], cpu_count, interval),
-        "memory": _memory_block(vm.total, vm.available, swap.total, swap.used),
-        "disk": _disk_block(),
-        "network": _net_block(prev["net"], cur["net"], interval),
-    }
+    return _vitals("vitals")
 
 
 # ---------------------------------------------------------------------------
@@ -1046,6 +1046,9 @@ def _graphite_lines(tree, prefix, minion_id, timestamp):
 def push_vitals(host=None, port=None, prefix=None):
     """
     Send :func:`vitals` to Graphite and return the number of datapoints sent.
+    Its rates and percentages cover the time since the previous push (its own
+    baseline, whatever else calls ``vitals``), and ``cpu.interval`` says how
+    long that was.
 
     Each leaf becomes ``<prefix>.<minion id, dots as _>.<group>.<...>``
     (for example ``servers.web1_example_com.cpu.percent.busy``), all sent
@@ -1091,7 +1094,7 @@ def push_vitals(host=None, port=None, prefix=None):
     # Stamped when the push starts: a push slowed down by a loaded host still
     # lands in the slot it was scheduled for.
     started = time.time()
-    lines = _graphite_lines(vitals(), prefix, minion_id, started)
+    lines = _graphite_lines(_vitals("push_vitals"), prefix, minion_id, started)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall("".join(lines).encode("utf-8"))
@@ -1173,3 +1176,27 @@ def retentions(interval, finest, coarser):
         salt '*' highperf.retentions 10 2d '["5m:30d", "1h:2y"]'
     """
     return _retentions(_number("interval", interval, integer=True), finest, list(coarser))
+
+
+def retention_archives(retentions):
+    """
+    The archives a carbon ``retentions`` string (``precision:duration``
+    with units, comma-separated) gives a whisper file, as whisper lays them
+    out: ``[[seconds per point, points], ...]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' highperf.retention_archives 10s:2d,5m:30d
+    """
+    archives = []
+    for archive in str(retentions).split(","):
+        precision, _, duration = archive.strip().partition(":")
+        step = _seconds(precision)
+        if not step or not duration[-1:].isalpha():
+            raise SaltInvocationError(
+                f"retentions: {archive!r} is not precision:duration with units, like 10s:2d"
+            )
+        archives.append([step, _seconds(duration) // step])
+    return archives

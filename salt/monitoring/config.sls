@@ -35,6 +35,15 @@ monitoring-carbon-schemas-file-managed:
     - require:
       - sls: monitoring.package
 
+{#- Carbon applies the retentions only to the files it creates: those it has
+    already (written before the push interval changed) are resized to them. #}
+monitoring-carbon-vitals-resized:
+  whisper.resized:
+    - name: {{ carbon.vitals_dir }}
+    - retentions: {{ carbon.vitals_retentions | json }}
+    - require:
+      - file: monitoring-carbon-schemas-file-managed
+
 monitoring-carbon-aggregation-file-managed:
   file.managed:
     - name: {{ carbon.conf_dir }}/storage-aggregation.conf

@@ -8,6 +8,7 @@ monitoring role; graphite-web (uWSGI) renders them there.
 
 import json
 import re
+import socket
 import time
 import urllib.request
 
@@ -153,3 +154,110 @@ def test_graphite_web_renders_a_host_vitals_graph(lab, mon, settings):
         series = json.load(resp)
     assert [s["target"] for s in series] == [target]
     assert any(value is not None for value, _ in series[0]["datapoints"]), series
+
+
+# Run inside the monitoring host: every vitals whisper file's archives and aggregation.
+ARCHIVES_SCRIPT = r"""
+import json, os, sys, whisper
+out = {}
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        if name.endswith(".wsp"):
+            info = whisper.info(os.path.join(root, name))
+            out[os.path.join(root, name)] = {
+                "archives": [[a["secondsPerPoint"], a["points"]] for a in info["archives"]],
+                "aggregationMethod": info["aggregationMethod"],
+            }
+print(json.dumps(out))
+"""
+
+
+def vitals_files(lab, mon, prefix):
+    directory = "/var/lib/graphite/whisper/" + prefix.replace(".", "/")
+    return json.loads(lab.exec(mon, "python3", "-c", ARCHIVES_SCRIPT, directory).stdout)
+
+
+def test_vitals_aggregate_by_meaning_on_carbon(lab, mon, settings):
+    """Files carbon creates for the vitals roll up by average (max for fills and
+    counters), whatever the leaf's name: cpu.count is no tally to sum."""
+    graphite, _ = settings
+    host = "aggregation_test"
+    expected = {"cpu.count": "average", "load.1min": "average",
+                "memory.used_percent": "max", "network.host0.rx_bytes": "max",
+                "network.host0.rx_bytes_per_s": "average"}
+    now = int(time.time())
+    lines = "".join(f"{graphite['prefix']}.{host}.{leaf} 1 {now}\n" for leaf in expected)
+    paths = {whisper_path(graphite["prefix"], host, leaf): leaf for leaf in expected}
+    try:
+        with socket.create_connection((address_of(lab, mon), graphite["port"]), timeout=10) as s:
+            s.sendall(lines.encode())
+        deadline = time.monotonic() + FILES_TIMEOUT
+        while any(v is None for v in read_whisper(lab, mon, list(paths)).values()):
+            assert time.monotonic() < deadline, "carbon created no file"
+            time.sleep(1)
+        found = {paths[p]: v["aggregationMethod"]
+                 for p, v in vitals_files(lab, mon, graphite["prefix"]).items() if p in paths}
+        assert found == expected
+    finally:
+        lab.exec(mon, "rm", "-rf", "/var/lib/graphite/whisper/"
+                 + "/".join([*graphite["prefix"].split("."), host]))
+
+
+def highstate_mon(lab, mon, interval=None):
+    args = [f"pillar={json.dumps({'highperf': {'graphite': {'interval': interval}}})}"] \
+        if interval else []
+    returned = lab.salt(mon, "state.apply", *args)[mon]
+    assert isinstance(returned, dict), returned
+    return {r["__id__"]: r for r in returned.values()}
+
+
+def assert_resized_to(lab, mon, prefix, interval):
+    files = vitals_files(lab, mon, prefix)
+    assert len(files) > 50, files
+    wrong = {p: v["archives"] for p, v in files.items() if v["archives"][0][0] != interval}
+    assert not wrong, f"not at {interval}s: {wrong}"
+
+
+def test_a_new_push_interval_resizes_the_vitals_files(lab, mon, settings):
+    """Changing highperf:graphite:interval brings the existing files to the new
+    precision; a second highstate changes nothing; and back."""
+    graphite, _ = settings
+    old, new = graphite["interval"], 10 if graphite["interval"] != 10 else 5
+    try:
+        first = highstate_mon(lab, mon, new)
+        resize = first["monitoring-carbon-vitals-resized"]
+        assert resize["result"] is True and resize["changes"]["resized"], resize
+        assert_resized_to(lab, mon, graphite["prefix"], new)
+        again = highstate_mon(lab, mon, new)
+        assert {i: r["changes"] for i, r in again.items() if r["changes"]} == {}
+    finally:
+        restored = highstate_mon(lab, mon)
+    assert restored["monitoring-carbon-vitals-resized"]["changes"]["resized"]
+    assert_resized_to(lab, mon, graphite["prefix"], old)
+    again = highstate_mon(lab, mon)
+    assert {i: r["changes"] for i, r in again.items() if r["changes"]} == {}
+
+
+def test_a_push_after_an_interactive_call_covers_the_whole_interval(lab, mon, settings):
+    """An operator's highperf.vitals early in a slot: the push that follows still
+    reports over the whole interval since the previous push (cpu.interval), not
+    over the time since the operator's call."""
+    graphite, _ = settings
+    interval = graphite["interval"]
+    # A quarter into a slot (a whole slot on, in case the previous test has just
+    # changed the schedule).
+    time.sleep(interval - time.time() % interval + interval + interval / 4)
+    called = time.time()
+    assert sorted(lab.salt("*", "highperf.vitals")) == lab.hosts
+    ended = time.time()
+    # Every push from the first slot after the call to the first after its return;
+    # whenever a host took its sample, the push that followed it is among them.
+    start = (int(called) // interval + 1) * interval
+    count = int(ended) // interval + 1 - int(called) // interval
+    time.sleep(max(0.0, start + (count + 2) * interval - time.time()))
+    paths = {whisper_path(graphite["prefix"], host, "cpu.interval"): host for host in lab.hosts}
+    found = read_whisper(lab, mon, list(paths), start, count)
+    covered = {paths[p]: v["values"] for p, v in found.items()}
+    short = {h: vs for h, vs in covered.items()
+             if any(v is None or abs(v - interval) > 0.3 * interval for v in vs)}
+    assert not short, f"pushes from {start} covered {covered}; the interval is {interval}s"
