@@ -8,8 +8,8 @@ The lab's costs, measured in one run on a lab of its own (`hpdbench` on
 - first highstate of every host from nothing;
 - second highstate (idempotent: 0 changes), and the ratio second / first.
 
-    /opt/hpd-salt/venv/bin/python benchmarks/lab.py [--spec SPEC] [--name LAB --subnet CIDR] [--keep]
-        [--json]
+    /opt/hpd-salt/venv/bin/python benchmarks/lab.py [--spec SPEC] [--keep] [--json]
+        [--name LAB --subnet CIDR]
 
 Aims: boot <= 10 s, second highstate <= 25% of the first.
 """

@@ -26,6 +26,8 @@ from collections import namedtuple
 
 import pytest
 import salt.config
+import salt.loader
+import salt.loader.lazy
 from salt.exceptions import SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -1082,6 +1084,23 @@ def test_loader_vitals(highperf, loaders):
     second = highperf.vitals()
     assert time.monotonic() - start < 0.1
     assert_vitals_shape(second, cpu_count=os.cpu_count())
+
+
+def test_loading_highperf_loads_no_other_module(minion_opts, monkeypatch):
+    """A state's `salt['highperf.<fn>']` (a lookup inside a loader's context)
+    imports highperf alone: a module-level `__salt__` made the loader import every
+    execution module (~0.5 s) on each highstate and each scheduled push."""
+    mods = salt.loader.minion_mods(minion_opts)
+    loaded = []
+    load_module = salt.loader.lazy.LazyLoader._load_module
+
+    def spy(self, name):
+        loaded.append(name)
+        return load_module(self, name)
+
+    monkeypatch.setattr(salt.loader.lazy.LazyLoader, "_load_module", spy)
+    assert mods.run(lambda: mods["highperf.schedule_cron"](60)) == "*/1 * * * * 0"
+    assert loaded == ["highperf"]
 
 
 def test_loader_pg_tune_defaults_from_grains(highperf, loaders):
