@@ -87,6 +87,7 @@ def main():
     lab = labctl.Lab(spec["name"])
     with lab.locked():
         state, _ = lab.up(spec)
+    lab.salt_json("*", "saltutil.sync_all")  # highstates do not sync extension modules
     print("highstate:")
     failed = highstate(lab)
     print()

@@ -417,6 +417,8 @@ class Lab:
             "log_file": str(self.master_dir / "master.log"),
             "key_logfile": str(self.master_dir / "key.log"),
             "log_level_logfile": "info",
+            # Minions sync extension modules when they start, not on every highstate.
+            "reactor": [{"salt/minion/*/start": ["salt://reactor/sync_modules.sls"]}],
         }
 
     @property
@@ -526,8 +528,10 @@ class Lab:
             grains["mem_total"] = host["memory"]
         if host.get("cpus"):
             grains["num_cpus"] = host["cpus"]
+        # Extension modules sync when the minion starts (the master's reactor) and
+        # when the harness or an operator says so, not in every highstate.
         conf = {"id": name, "master": self.bridge_address(state), "grains": grains,
-                "log_level_logfile": "info"}
+                "log_level_logfile": "info", "autoload_dynamic_modules": False}
         d = root / "etc/salt/minion.d"
         d.mkdir(parents=True, exist_ok=True)
         (d / "lab.conf").write_text("# Written by lab/labctl.\n" + yaml.safe_dump(conf))

@@ -30,6 +30,9 @@ class LabHandle:
     def up(self):
         with self.lab.locked():
             self.lab.up(self.spec)
+        # Highstates do not sync extension modules: give every host this checkout's
+        # (a kept lab's hosts may hold older ones).
+        self.salt("*", "saltutil.sync_all")
 
     def down(self):
         with self.lab.locked():
