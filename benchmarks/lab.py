@@ -1,13 +1,17 @@
 #!/usr/bin/env python
 """
-The lab's costs, measured in one run on a lab of its own (`hpdbench`):
+The lab's costs, measured in one run on a lab of its own (`hpdbench` on
+10.83.0.0/24 unless `--name`/`--subnet` say otherwise):
 
 - boot: `labctl up` of the default spec until every host's systemd is running
-  and every minion answers (base rootfs and package caches built beforehand);
+  and every minion answers with its extension modules synced (the master's
+  reactor syncs a minion when it starts; base rootfs and package caches built
+  beforehand);
 - first highstate of every host from nothing;
 - second highstate (idempotent: 0 changes), and the ratio second / first.
 
     /opt/hpd-salt/venv/bin/python benchmarks/lab.py [--spec SPEC] [--keep] [--json]
+        [--name LAB --subnet CIDR]
 
 Aims: boot <= 10 s, second highstate <= 25% of the first.
 """
@@ -45,9 +49,9 @@ def highstate(lab):
     return summary
 
 
-def bench_lab(spec_path, keep):
-    spec = labctl.load_spec(spec_path, NAME, SUBNET)
-    lab = labctl.Lab(NAME)
+def bench_lab(spec_path, name, subnet, keep):
+    spec = labctl.load_spec(spec_path, name, subnet)
+    lab = labctl.Lab(name)
     labctl.build()
     lab.down()
     try:
@@ -72,12 +76,14 @@ def bench_lab(spec_path, keep):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--spec", default=None, help="lab spec (default: the farm)")
+    parser.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
+    parser.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("the lab needs root")
-    r = bench_lab(args.spec, args.keep)
+    r = bench_lab(args.spec, args.name, args.subnet, args.keep)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

@@ -119,8 +119,10 @@ class Hosts:
             grains["mem_total"] = host["memory"]
         if host.get("cpus"):
             grains["num_cpus"] = host["cpus"]
+        # Extension modules sync when the minion starts (the master's reactor) and
+        # when the lab or an operator says so, not in every highstate.
         conf = {"id": name, "master": self.bridge_address(state), "grains": grains,
-                "log_level_logfile": "info"}
+                "log_level_logfile": "info", "autoload_dynamic_modules": False}
         d = root / "etc/salt/minion.d"
         d.mkdir(parents=True, exist_ok=True)
         (d / "lab.conf").write_text("# Written by lab/labctl.\n" + yaml.safe_dump(conf))

@@ -160,7 +160,11 @@ class Lab(Master, hosts.Hosts):
         t0 = time.monotonic()
         opts = self.salt_opts()
         waiting = dict.fromkeys(started, "minion not started")
-        # A minion announces itself on the master's event bus (salt/minion/<id>/start):
+        # Hosts already running (a kept lab) and minions found by a ping rather than
+        # by their events may hold older extension modules: synced at the end.
+        unsynced = set(names) - set(started)
+        # A minion announces itself on the master's event bus (salt/minion/<id>/start),
+        # then the master's reactor syncs its extension modules (highstates don't):
         # listening beats polling with test.ping, which forks a job on every minion
         # while the others are still starting. Minions that started before we
         # listened are found by an occasional ping.
@@ -168,13 +172,17 @@ class Lab(Master, hosts.Hosts):
         try:
             last_check = time.monotonic()
             while waiting:
-                event = bus.get_event(wait=1, tag="salt/minion/", full=True)
-                if event and event["tag"].endswith("/start"):
-                    waiting.pop(event["tag"].split("/")[2], None)
+                event = bus.get_event(wait=1, full=True)
+                name = minion_event(event)
+                if name in waiting and event["tag"].endswith("/start"):
+                    waiting[name] = "modules not synced"
+                elif name in waiting and event["data"].get("fun") == "saltutil.sync_all":
+                    waiting.pop(name)
                 if waiting and time.monotonic() - last_check > 5:
                     self.check_boots(state, waiting)
                     for n in self.ping(sorted(waiting), timeout=2):
                         waiting.pop(n)
+                        unsynced.add(n)
                     last_check = time.monotonic()
                 if time.monotonic() - t0 > timeout:
                     self.check_boots(state, waiting)
@@ -192,6 +200,8 @@ class Lab(Master, hosts.Hosts):
             return not waiting
 
         wait_for(booted, timeout, "systemd in every host", waiting)
+        if unsynced:
+            self.salt_json("-L", ",".join(sorted(unsynced)), "saltutil.sync_all")
         log(f"{len(names)} host(s) with systemd running and their minion answering "
             f"after {time.monotonic() - t0:.1f}s")
 
@@ -274,6 +284,17 @@ class Lab(Master, hosts.Hosts):
         if errors:
             raise LabError(f"{len(errors)} step(s) of removing lab {self.name} failed:\n  "
                            + "\n  ".join(errors))
+
+
+def minion_event(event):
+    """The minion a master event is from: `salt/minion/<id>/start` or a job's
+    return `salt/job/<jid>/ret/<id>`; None for any other event."""
+    parts = event["tag"].split("/") if event else []
+    if parts[:2] == ["salt", "minion"] and len(parts) == 4:
+        return parts[2]
+    if parts[:2] == ["salt", "job"] and len(parts) == 5 and parts[3] == "ret":
+        return parts[4]
+    return None
 
 
 def remove_cgroup(group):

@@ -36,6 +36,8 @@ class Master:
             "log_file": str(self.master_dir / "master.log"),
             "key_logfile": str(self.master_dir / "key.log"),
             "log_level_logfile": "info",
+            # Minions sync extension modules when they start, not on every highstate.
+            "reactor": [{"salt/minion/*/start": ["salt://reactor/sync_modules.sls"]}],
         }
 
     @property

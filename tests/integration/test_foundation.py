@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from conftest import state_results
+from hpdlab.util import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -98,3 +99,19 @@ def test_bad_pillar_fails_the_render_and_changes_nothing(lab, highstate, bad, me
         assert any(message in e for e in errors), f"{host}: {errors}"
         zone = lab.exec(host, "readlink", "/etc/localtime").stdout.strip()
         assert zone.endswith("Etc/UTC"), f"{host} changed its time zone to {zone}"
+
+
+def test_modules_sync_when_a_minion_starts_not_in_each_highstate(lab, highstate):
+    # Mark the host's synced copy of hpd.py: a sync replaces it with the master's.
+    host, synced = lab.hosts[0], "/var/cache/salt/minion/extmods/modules/hpd.py"
+    marker = "# a copy no sync has replaced"
+    lab.exec(host, "sh", "-c", f"echo '{marker}' >> {synced}")
+    results = state_results(lab.salt(host, "state.apply"), [host])[host]
+    assert all(r["result"] is True for r in results), results
+    assert marker in lab.exec(host, "cat", synced).stdout, "the highstate synced modules"
+    # A (re)started minion gets the master's modules (the reactor on its start event).
+    lab.exec(host, "systemctl", "restart", "salt-minion")
+    wait_for(lambda: marker not in lab.exec(host, "cat", synced).stdout, 120,
+             f"the reactor to sync {host}'s modules")
+    wait_for(lambda: lab.salt(host, "test.ping").get(host) is True, 60,
+             f"{host}'s minion to answer again")

@@ -1,4 +1,4 @@
-"""highperf on the lab's hosts, through the lab's master (synced by the highstate)."""
+"""highperf on the lab's hosts, through the lab's master (synced when the lab comes up)."""
 
 import threading
 

@@ -26,6 +26,8 @@ from collections import namedtuple
 
 import pytest
 import salt.config
+import salt.loader
+import salt.loader.lazy
 from salt.exceptions import SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -1043,7 +1045,8 @@ def test_vitals_at_a_steady_pace_cover_exactly_the_time_since_the_last_call(fres
 
 def test_push_keeps_its_own_baseline(fresh, clock, tmp_path, carbon, monkeypatch):
     """An operator's calls of vitals between two pushes shorten neither series."""
-    monkeypatch.setattr(fresh, "__salt__", {"config.get": lambda key, default=None: default})
+    monkeypatch.setattr(fresh, "__salt__", {"config.get": lambda key, default=None: default},
+                        raising=False)
     fresh.__opts__["id"] = "web1"
 
     def pushed_interval():
@@ -1186,6 +1189,23 @@ def test_loader_vitals(highperf, loaders, sleeps):
     second = highperf.vitals()
     assert len(sleeps) <= 1, "only a first call on a boot sleeps"
     assert_vitals_shape(second, cpu_count=os.cpu_count())
+
+
+def test_loading_highperf_loads_no_other_module(minion_opts, monkeypatch):
+    """A state's `salt['highperf.<fn>']` (a lookup inside a loader's context)
+    imports highperf alone: a module-level `__salt__` made the loader import every
+    execution module (~0.5 s) on each highstate and each scheduled push."""
+    mods = salt.loader.minion_mods(minion_opts)
+    loaded = []
+    load_module = salt.loader.lazy.LazyLoader._load_module
+
+    def spy(self, name):
+        loaded.append(name)
+        return load_module(self, name)
+
+    monkeypatch.setattr(salt.loader.lazy.LazyLoader, "_load_module", spy)
+    assert mods.run(lambda: mods["highperf.schedule_cron"](60)) == "*/1 * * * * 0"
+    assert loaded == ["highperf"]
 
 
 def test_loader_pg_tune_defaults_from_grains(highperf, loaders):
