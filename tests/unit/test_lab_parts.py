@@ -442,3 +442,18 @@ def test_salt_client_noise_goes_to_the_lab_log_not_the_terminal(tmp_path):
                          timeout=60, check=True)
     assert out.stderr == ""
     assert "Request timed out" in (tmp_path / "client.log").read_text()
+
+
+@pytest.mark.parametrize("tag, data, minion", [
+    ("salt/minion/app1/start", {}, "app1"),
+    ("salt/job/20261130052233123456/ret/app1", {"fun": "saltutil.sync_all"}, "app1"),
+    ("salt/job/20261130052233123456/new", {}, None),
+    ("salt/auth", {}, None),
+    ("salt/beacon/app1/service/nginx", {}, None),
+])
+def test_up_knows_which_minion_an_event_is_from(tag, data, minion):
+    assert lab.minion_event({"tag": tag, "data": data}) == minion
+
+
+def test_up_ignores_a_wait_without_event():
+    assert lab.minion_event(None) is None
