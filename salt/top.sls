@@ -8,3 +8,6 @@ base:
   'hpd:roles:monitoring':
     - match: pillar
     - monitoring
+  'hpd:roles:cache':
+    - match: pillar
+    - cache
