@@ -11,3 +11,6 @@ base:
   'hpd:roles:cache':
     - match: pillar
     - cache
+  'hpd:roles:app':
+    - match: pillar
+    - twemproxy
