@@ -15,6 +15,8 @@ One function per question, pure data out:
     the InnoDB buffer pool size (80% of RAM) for MariaDB 10.11.
 ``highperf.uwsgi_tune``
     uWSGI worker settings for a Django app server.
+``highperf.cache_tune``
+    memory for memcached and redis on a cache host.
 
 :depends: psutil
 :platform: Linux (``vitals`` works wherever psutil does; the tuning functions
@@ -576,6 +578,61 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
     if roles is None:
         roles = __pillar__.get("hpd", {}).get("roles", [])
     return _uwsgi_tune(cpus, mem_mib, roles=roles, somaxconn=_somaxconn())
+
+
+# ---------------------------------------------------------------------------
+# Cache servers (memcached, redis)
+# ---------------------------------------------------------------------------
+
+#: RAM left to the system (kernel, page cache, the minion, sshd) on a cache host:
+#: an eighth of it, at least this many MiB.
+CACHE_SYSTEM_MIB = 256
+#: memcached's -m and redis's maxmemory count the data only; connection buffers,
+#: the hash table and allocator slack come on top: this share of the rest is given.
+CACHE_DATA_SHARE = 0.9
+#: memcached's own default -m, the least a daemon is given.
+CACHE_MIN_MIB = 64
+CACHE_KINDS = ("memcached", "redis")
+
+
+def _cache_tune(mem_mib, kinds):
+    """
+    Pure computation behind :func:`cache_tune`.
+    """
+    mem_mib = _number("mem_total", mem_mib)
+    kinds = sorted({_choice("kinds", kind, CACHE_KINDS) for kind in _roles(kinds)})
+    if not kinds:
+        return {}
+    system = max(CACHE_SYSTEM_MIB, mem_mib / 8)
+    each = (mem_mib - system) * CACHE_DATA_SHARE / len(kinds)
+    return {kind: max(CACHE_MIN_MIB, int(each)) for kind in kinds}
+
+
+def cache_tune(mem_total=None, kinds=CACHE_KINDS):
+    """
+    Return the memory (MiB) each cache daemon of this host may fill with data:
+    memcached's ``-m``, redis's ``maxmemory``, as ``{'memcached': 230}``.
+
+    The host's RAM less what the system keeps (an eighth, at least 256 MiB),
+    90% of that (the daemons' own overhead comes on top of the data), shared
+    evenly by the daemons that run; each gets at least 64 MiB (memcached's
+    default). A starting point: the cache role's pillar overrides it.
+
+    mem_total
+        RAM in MiB. Default: the ``mem_total`` grain.
+
+    kinds
+        The daemons the host runs, a list or a comma-separated string of
+        ``memcached`` and ``redis``. Default: both.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'cache*' highperf.cache_tune
+        salt-call --local highperf.cache_tune mem_total=16384 kinds=memcached
+    """
+    return _cache_tune(_grain_default("mem_total", mem_total, "mem_total"), kinds)
 
 
 # ---------------------------------------------------------------------------

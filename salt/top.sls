@@ -8,3 +8,9 @@ base:
   'hpd:roles:monitoring':
     - match: pillar
     - monitoring
+  'hpd:roles:cache':
+    - match: pillar
+    - cache
+  'hpd:roles:app':
+    - match: pillar
+    - twemproxy

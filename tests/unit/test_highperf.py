@@ -1402,3 +1402,53 @@ def test_retention_archives_in_whisper_layout(hp):
 def test_retention_archives_refuse_what_is_not_precision_duration(hp, bad):
     with pytest.raises(SaltInvocationError, match="duration"):
         hp.retention_archives(bad)
+
+
+# ---------------------------------------------------------------------------
+# cache_tune
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mem", "kinds", "expected"),
+    [
+        (512, ["memcached"], {"memcached": 230}),
+        (512, ["memcached", "redis"], {"memcached": 115, "redis": 115}),
+        (512, "redis, memcached", {"memcached": 115, "redis": 115}),
+        (1024, "redis", {"redis": 691}),
+        (16384, ["memcached"], {"memcached": 12902}),
+        (16384, ["memcached", "memcached"], {"memcached": 12902}),
+        (300, ["memcached", "redis"], {"memcached": 64, "redis": 64}),
+        (512, [], {}),
+    ],
+)
+def test_cache_tune_pinned(hp, mem, kinds, expected):
+    assert hp._cache_tune(mem, kinds) == expected
+
+
+@pytest.mark.parametrize("mem", sorted({m for m, _ in HOSTS} | {640, 3000, 100000, 500000}))
+def test_cache_tune_leaves_the_system_its_share(hp, mem):
+    both = hp._cache_tune(mem, ["memcached", "redis"])
+    alone = hp._cache_tune(mem, ["memcached"])["memcached"]
+    system = max(256, mem / 8)
+    assert alone == max(64, int((mem - system) * 0.9))
+    # Two daemons share what one would get; neither falls below memcached's default.
+    assert both["memcached"] == both["redis"] == max(64, int((mem - system) * 0.45))
+    if alone > 64:
+        assert alone + system < mem
+
+
+@pytest.mark.parametrize(
+    ("mem", "kinds", "match"),
+    [(0, ["memcached"], "mem_total must be a positive number"),
+     ("lots", ["memcached"], "mem_total must be a positive number"),
+     (512, ["memcache"], "kinds must be one of memcached, redis")],
+)
+def test_cache_tune_refuses_nonsense(hp, mem, kinds, match):
+    with pytest.raises(SaltInvocationError, match=match):
+        hp._cache_tune(mem, kinds)
+
+
+def test_loader_cache_tune_defaults_from_grains(highperf, loaders):
+    assert highperf.cache_tune() == highperf.cache_tune(mem_total=loaders.grains["mem_total"])
+    assert highperf.cache_tune(mem_total="16384", kinds="memcached") == {"memcached": 12902}
