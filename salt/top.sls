@@ -8,3 +8,6 @@ base:
   'hpd:roles:monitoring':
     - match: pillar
     - monitoring
+  'hpd:roles:db':
+    - match: pillar
+    - db

@@ -56,7 +56,11 @@ SECRETS = role_secrets()
 
 
 def hosts_with(lab, role):
-    return sorted(n for n, h in lab.state["hosts"].items() if role in ["common", *h["roles"]])
+    """Hosts that get the role's pillar: its own, and those of the roles its schema
+    names in x-secret-readers (the app and worker hosts read db's password)."""
+    readers = {role, *load(REPO / "pillar" / role / "schema.yaml").get("x-secret-readers", [])}
+    return sorted(n for n, h in lab.state["hosts"].items()
+                  if readers & {"common", *h["roles"]})
 
 
 def master_config(lab):
