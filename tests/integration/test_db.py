@@ -77,14 +77,14 @@ def test_reload_only_change_reloads_and_a_restart_only_one_restarts(lab, db):
 
 
 def test_a_bad_value_is_refused_at_render_naming_the_key(lab, db):
-    hba = lab.exec(db, "md5sum", "/etc/postgresql/15/main/conf.d/hpd.conf").stdout
+    before = lab.exec(db, "md5sum", "/etc/postgresql/15/main/conf.d/hpd.conf").stdout
     for pillar, key in [({"db": {"max_connections": 5000}}, "db:max_connections"),
                         ({"db": {"postgresql": {"settings": {"shared_buffers": "lots"}}}},
                          "db:postgresql:settings:shared_buffers")]:
         returned = lab.salt(db, "state.apply", "db", "pillar=" + json.dumps(pillar))[db]
         assert isinstance(returned, list), f"{key}: states ran: {returned}"
         assert any(key in line for line in returned), returned
-    assert lab.exec(db, "md5sum", "/etc/postgresql/15/main/conf.d/hpd.conf").stdout == hba
+    assert lab.exec(db, "md5sum", "/etc/postgresql/15/main/conf.d/hpd.conf").stdout == before
 
 
 @pytest.fixture(scope="module")
