@@ -153,6 +153,13 @@ def _grain_default(name, value, grain, integer=False):
 
 PG_PROFILES = ("seed", "web", "oltp", "dw", "mixed", "desktop")
 PG_STORAGE = ("hdd", "ssd", "san", "nvme")
+#: PGTune's "Total Data Size" input: the databases' size against RAM.
+PG_DB_SIZES = ("less_ram", "mid_ram", "greater_ram")
+#: PGTune's upper bound of mid_ram: data up to this many times RAM.
+PG_MID_RAM_FACTOR = 3
+#: PGTune's work_mem factor by data size (more when the data fits in RAM, less
+#: when the OS cache is under pressure).
+_PG_DB_SIZE_WORK_MEM = {"less_ram": 1.3, "mid_ram": 1.0, "greater_ram": 0.9}
 
 _MB = 1024  # kB per MB
 _GB = 1024 * 1024  # kB per GB
@@ -179,7 +186,6 @@ _PG_WAL_SIZE = {
     "desktop": (100 * _MB, 2 * _GB),
     "mixed": (1 * _GB, 4 * _GB),
 }
-_PG_RANDOM_PAGE_COST = {"hdd": 4.0, "ssd": 1.1, "san": 1.1, "nvme": 1.1}
 _PG_EFFECTIVE_IO_CONCURRENCY = {"hdd": 2, "ssd": 200, "san": 300, "nvme": 1000}
 #: PostgreSQL's accepted range for each memory setting, in kB (64-bit Linux,
 #: 8kB blocks, 16MB WAL segments); results are clamped into it.
@@ -245,7 +251,37 @@ def _pg_parallel(cpus, profile):
     }
 
 
-def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed"):
+def _pg_random_page_cost(storage, profile, db_size):
+    """
+    PGTune's random_page_cost: 1.1 when the data fits in RAM (reads come from
+    the page cache), else 4 on hdd, and 4 for dw (index scans over data larger
+    than RAM lose to sequential scans even on SSD), else 1.1.
+    """
+    if db_size == "less_ram":
+        return 1.1
+    if storage == "hdd" or profile == "dw":
+        return 4.0
+    return 1.1
+
+
+def _pg_db_size_class(data_bytes, mem_bytes):
+    """
+    PGTune's data size input for databases of ``data_bytes`` on a host with
+    ``mem_bytes`` of RAM: ``less_ram`` below RAM, ``mid_ram`` up to
+    3 x RAM, ``greater_ram`` above.
+    """
+    if isinstance(data_bytes, bool) or not isinstance(data_bytes, int) or data_bytes < 0:
+        raise SaltInvocationError(f"data size must be a whole number of bytes, got {data_bytes!r}")
+    mem_bytes = _number("mem_total", mem_bytes)
+    if data_bytes < mem_bytes:
+        return "less_ram"
+    if data_bytes <= PG_MID_RAM_FACTOR * mem_bytes:
+        return "mid_ram"
+    return "greater_ram"
+
+
+def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed",
+             db_size="mid_ram"):
     """
     Pure computation behind :func:`pg_tune`: plain numbers in, a dict of
     postgresql.conf settings out. Arguments are validated the same way.
@@ -254,6 +290,7 @@ def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed")
     cpus = _number("cpus", cpus, integer=True)
     storage = _choice("storage", storage, PG_STORAGE)
     profile = _choice("profile", profile, PG_PROFILES)
+    db_size = _choice("db_size", db_size, PG_DB_SIZES)
     if max_connections is None:
         conns = PG_DEFAULT_CONNECTIONS[profile]
     else:
@@ -282,7 +319,9 @@ def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed")
         # halved for dw/mixed, a sixth for desktop, at least 4MB.
         workers = parallel.get("max_worker_processes", 8)
         divisor = (conns + workers) * 3 * {"dw": 2, "mixed": 2, "desktop": 6}.get(profile, 1)
-        work_mem = max((mem_kb - shared_buffers) // divisor, 4 * _MB)
+        work_mem = math.floor(((mem_kb - shared_buffers) // divisor)
+                              * _PG_DB_SIZE_WORK_MEM[db_size])
+        work_mem = max(work_mem, 4 * _MB)
 
     shared_buffers = _pg_clamp("shared_buffers", shared_buffers)
     ret = {
@@ -295,7 +334,7 @@ def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed")
     }
     if profile != "seed":
         ret["default_statistics_target"] = 500 if profile == "dw" else 100
-    ret["random_page_cost"] = _PG_RANDOM_PAGE_COST[storage]
+    ret["random_page_cost"] = _pg_random_page_cost(storage, profile, db_size)
     ret["effective_io_concurrency"] = _PG_EFFECTIVE_IO_CONCURRENCY[storage]
     ret["work_mem"] = _pg_size(_pg_clamp("work_mem", work_mem))
     if profile != "seed":
@@ -318,7 +357,8 @@ def _pg_tune(mem_mib, cpus, max_connections=None, storage="ssd", profile="seed")
     return ret
 
 
-def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", profile="seed"):
+def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", profile="seed",
+            db_size="mid_ram"):
     """
     Return postgresql.conf settings sized for this host.
 
@@ -349,6 +389,17 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
         ``seed`` (default) or one of PGTune's workloads ``web``, ``oltp``,
         ``dw``, ``mixed``, ``desktop``.
 
+    db_size
+        PGTune's "Total Data Size", the databases against RAM: ``less_ram``,
+        ``mid_ram`` (1x to 3x RAM, PGTune's default) or ``greater_ram``.
+        :func:`pg_db_size` measures it on a running server. Data that fits in
+        RAM gets ``random_page_cost`` 1.1 on any storage and 30% more
+        ``work_mem``; above it ``random_page_cost`` is 4 for hdd and for the
+        dw profile (index scans over data larger than RAM lose to sequential
+        scans, even on SSD), and ``greater_ram`` takes 10% off ``work_mem``.
+        The work_mem factors apply to PGTune's profiles, not to the seed's
+        rule.
+
     The memory rules side by side (RAM = mem_total, conns = max_connections,
     workers = cpus when cpus >= 4 else 8, PostgreSQL's default
     ``max_worker_processes``):
@@ -369,7 +420,8 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
     Every profile, seed included, also gets PGTune's CPU, storage and WAL
     settings: ``checkpoint_completion_target`` 0.9; ``wal_buffers`` 3% of
     shared_buffers (32kB..16MB, snapped to 16MB above 14MB);
-    ``random_page_cost`` and ``effective_io_concurrency`` by storage;
+    ``random_page_cost`` by storage, profile and data size,
+    ``effective_io_concurrency`` by storage;
     ``min_wal_size``/``max_wal_size`` (seed and web 1GB/4GB, oltp 2GB/8GB, dw
     4GB/16GB, mixed 1GB/4GB, desktop 100MB/2GB); and with 4 CPUs or more
     ``max_worker_processes`` = ``max_parallel_workers`` = cpus,
@@ -411,8 +463,46 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
     mem_mib = _grain_default("mem_total", mem_total, "mem_total")
     cpus = _grain_default("cpus", cpus, "num_cpus", integer=True)
     return _pg_tune(
-        mem_mib, cpus, max_connections=max_connections, storage=storage, profile=profile
+        mem_mib, cpus, max_connections=max_connections, storage=storage, profile=profile,
+        db_size=db_size,
     )
+
+
+#: The size of every database of the local cluster, in bytes.
+_PG_DATA_SIZE_QUERY = "SELECT sum(pg_database_size(oid))::bigint FROM pg_database"
+
+
+def pg_db_size(mem_total=None):
+    """
+    PGTune's data size input (``less_ram``, ``mid_ram``, ``greater_ram``: see
+    :func:`pg_tune`) measured, not guessed: the size of every database of the
+    local PostgreSQL (``pg_database_size``, summed) against this host's RAM, so
+    the tuning follows the data as it grows. ``None`` when no server answers
+    on the local socket (before the first install): the caller keeps its
+    default.
+
+    mem_total
+        RAM in MiB. Default: the ``mem_total`` grain.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db highperf.pg_db_size
+    """
+    mem_mib = _grain_default("mem_total", mem_total, "mem_total")
+    try:
+        out = __salt__["cmd.run_all"](
+            ["psql", "-XAtqc", _PG_DATA_SIZE_QUERY], runas="postgres",
+            python_shell=False, ignore_retcode=True, output_loglevel="quiet",
+        )
+    except Exception as exc:  # noqa: BLE001 - no psql or no postgres user yet
+        log.debug("highperf.pg_db_size: no local PostgreSQL: %s", exc)
+        return None
+    if out["retcode"] != 0 or not out["stdout"].strip().isdigit():
+        log.debug("highperf.pg_db_size: no local PostgreSQL: %s", out["stderr"])
+        return None
+    return _pg_db_size_class(int(out["stdout"].strip()), int(mem_mib * 1024 * 1024))
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Salt masks pillar: only the template that writes a secret asks for its value
 """
 
 import copy
+import socket
 
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -196,3 +197,29 @@ def service_address(preferred=None, key="listen_address"):
     raise CommandExecutionError(
         f"{__grains__.get('fqdn')} resolves to no non-loopback IPv4 address; set pillar {key}"
     )
+
+
+def addresses(names, key="hpd:peers"):
+    """
+    The IPv4 address of each host name in ``names`` (minion ids from pillar
+    ``hpd:peers``, which every farm host resolves), sorted and without
+    duplicates: for access lists that must not depend on name lookups at
+    connection time. An error naming the pillar ``key`` for a name that does
+    not resolve.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.addresses '[app1, app2]'
+    """
+    found = set()
+    for name in names or []:
+        try:
+            infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise CommandExecutionError(
+                f"{key}: host {name!r} does not resolve to an IPv4 address ({exc})"
+            ) from None
+        found.add(infos[0][4][0])
+    return sorted(found, key=lambda a: tuple(int(p) for p in a.split(".")))

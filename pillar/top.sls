@@ -11,18 +11,30 @@
     environment that has a host with the role: a missing one fails the pillar
     with the file named, and no state runs. dev's throw-away values are in this
     repository (secrets/dev/); staging's and production's in the operator's
-    private pillar root, beside the inventory, readable by the master only. #}
-{%- set secret_roles = ['monitoring'] %}
+    private pillar root, beside the inventory, readable by the master only.
+
+    A role whose secrets other roles' hosts need too (the db password, which
+    the app and worker hosts connect with) names them in `secret_readers`, as
+    its schema's x-secret-readers does (the unit test keeps the two equal). #}
+{%- set secret_roles = ['monitoring', 'db'] %}
+{%- set secret_readers = {'db': ['app', 'worker']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {%- set minion = (inventory or {}).get(grains['id']) %}
 {%- if minion %}
 {%-   set roles = ['common'] + minion.roles %}
+{#-   The roles whose pillar (data and secrets) this host reads: its own, and
+      those whose secrets one of its roles reads. #}
+{%-   set reads = roles[:] %}
+{%-   for role, readers in secret_readers | dictsort
+        if role not in reads and readers | select('in', roles) | list %}
+{%-     do reads.append(role) %}
+{%-   endfor %}
 base:
   {#- Role data (pillar/<role>/init.sls): only where a role has some. #}
   'L@{{ grains['id'] }}':
     - match: compound
     - ignore_missing: True
-{%-   for role in roles %}
+{%-   for role in reads %}
     - {{ role }}
 {%-   endfor %}
   {#- Listed after the role data, so the environment wins over it. #}
@@ -30,7 +42,7 @@ base:
     - match: glob
     - inventory
     - environments.{{ minion.env }}
-{%-   for role in roles if role in secret_roles %}
+{%-   for role in reads if role in secret_roles %}
     - secrets.{{ minion.env }}.{{ role }}
 {%-   endfor %}
 {%- endif %}

@@ -8,6 +8,9 @@ base:
   'hpd:roles:monitoring':
     - match: pillar
     - monitoring
+  'hpd:roles:db':
+    - match: pillar
+    - db
   'hpd:roles:cache':
     - match: pillar
     - cache

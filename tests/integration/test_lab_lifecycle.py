@@ -33,8 +33,10 @@ def salt_json(*args, timeout=300):
 
 
 def links():
+    """The machine's links named after this lab (its bridge, its hosts' veths): other
+    labs may come and go on the machine meanwhile."""
     out = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
-    return {link["ifname"] for link in json.loads(out.stdout)}
+    return {link["ifname"] for link in json.loads(out.stdout) if NAME in link["ifname"]}
 
 
 def leftovers(state, links_before):

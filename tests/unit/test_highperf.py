@@ -36,6 +36,7 @@ MODULE_PATH = REPO / "_modules" / "highperf.py"
 
 KB, MB, GB = 1, 1024, 1024 * 1024
 MIB_PER_TIB = 1024 * 1024
+GIB = 1024**3  # bytes
 
 # The edge hosts of the issue plus ordinary ones: (mem_total MiB, cpus).
 HOSTS = [
@@ -382,7 +383,8 @@ def test_pg_tune_values_are_valid_postgresql_conf(hp, mem, cpus, profile, storag
             assert isinstance(value, (int, float, str)) and not isinstance(value, bool)
     assert size_kb(ret["wal_buffers"]) <= 16 * MB
     assert size_kb(ret["work_mem"]) <= 2147483647
-    assert ret["random_page_cost"] == {"hdd": 4.0}.get(storage, 1.1)
+    # PGTune's default data size (mid_ram): above RAM, so hdd and dw pay 4.
+    assert ret["random_page_cost"] == (4.0 if storage == "hdd" or profile == "dw" else 1.1)
     assert (
         ret["effective_io_concurrency"] == {"hdd": 2, "ssd": 200, "san": 300, "nvme": 1000}[storage]
     )
@@ -404,11 +406,11 @@ def test_pg_tune_values_are_valid_postgresql_conf(hp, mem, cpus, profile, storag
         )
 
 
-def pgtune_reference(mem_mib, cpus, conns, storage, profile):
+def pgtune_reference(mem_mib, cpus, conns, storage, profile, db_size="mid_ram"):
     """
     Independent transliteration of le0pard/pgtune's selectors
-    (configurationSlice.js; Linux, PostgreSQL 18) in kB, formatted with the
-    issue's rounding.
+    (configurationSlice.js; Linux, PostgreSQL 18, with its "Total Data Size"
+    input dbSize) in kB, formatted with the issue's rounding.
     """
     total = mem_mib * 1024
     conns = conns or {"web": 200, "oltp": 300, "dw": 40, "desktop": 20, "mixed": 100}[profile]
@@ -438,6 +440,10 @@ def pgtune_reference(mem_mib, cpus, conns, storage, profile):
     workers = cpus if parallel else 8
     wm = (total - sb) / ((conns + workers) * 3)
     wm = math.floor(wm / {"dw": 2, "mixed": 2, "desktop": 6}.get(profile, 1))
+    if db_size == "less_ram":
+        wm = math.floor(wm * 1.3)
+    elif db_size == "greater_ram":
+        wm = math.floor(wm * 0.9)
     if wm < 4 * MB:
         wm = 4 * MB
     min_wal, max_wal = {
@@ -455,7 +461,8 @@ def pgtune_reference(mem_mib, cpus, conns, storage, profile):
         "checkpoint_completion_target": 0.9,
         "wal_buffers": pg_size(wal),
         "default_statistics_target": 500 if profile == "dw" else 100,
-        "random_page_cost": 4.0 if storage == "hdd" else 1.1,
+        "random_page_cost": 1.1 if db_size == "less_ram" else (
+            4.0 if storage == "hdd" or profile == "dw" else 1.1),
         "effective_io_concurrency": {"hdd": 2, "ssd": 200, "san": 300, "nvme": 1000}[storage],
         "work_mem": pg_size(wm),
         "huge_pages": "try" if sb >= 2 * GB else "off",
@@ -483,6 +490,69 @@ def test_pg_tune_profiles_mirror_pgtune(hp, mem, cpus, profile, conns):
     for storage in STORAGE:
         ret = hp._pg_tune(mem, cpus, max_connections=conns, storage=storage, profile=profile)
         assert ret == pgtune_reference(mem, cpus, conns, storage, profile)
+        for db_size in ("less_ram", "mid_ram", "greater_ram"):
+            ret = hp._pg_tune(mem, cpus, max_connections=conns, storage=storage,
+                              profile=profile, db_size=db_size)
+            assert ret == pgtune_reference(mem, cpus, conns, storage, profile, db_size)
+
+
+def test_pg_tune_db_size_pgtunes_examples(hp):
+    # The issue's example: a data warehouse larger than RAM on SSD pays 4; the
+    # same data fitting in RAM is read from the page cache: 1.1.
+    assert hp._pg_tune(16384, 8, profile="dw", db_size="greater_ram")["random_page_cost"] == 4.0
+    assert hp._pg_tune(16384, 8, profile="dw", db_size="less_ram")["random_page_cost"] == 1.1
+    assert hp._pg_tune(16384, 8, storage="hdd", db_size="less_ram")["random_page_cost"] == 1.1
+    web = {size: size_kb(hp._pg_tune(16384, 8, profile="web", db_size=size)["work_mem"])
+           for size in ("less_ram", "mid_ram", "greater_ram")}
+    assert web["less_ram"] > web["mid_ram"] > web["greater_ram"]
+    # PGTune's default is mid_ram, and so is pg_tune's.
+    assert hp._pg_tune(16384, 8, profile="dw") == hp._pg_tune(16384, 8, profile="dw",
+                                                              db_size="mid_ram")
+    # The seed's own work_mem rule does not move with the data size.
+    assert {hp._pg_tune(16384, 8, db_size=s)["work_mem"]
+            for s in ("less_ram", "mid_ram", "greater_ram")} == {"327MB"}
+
+
+@pytest.mark.parametrize(
+    ("data", "mem", "expected"),
+    [
+        (0, 2 * GIB, "less_ram"),
+        (2 * GIB - 1, 2 * GIB, "less_ram"),
+        (2 * GIB, 2 * GIB, "mid_ram"),
+        (6 * GIB, 2 * GIB, "mid_ram"),
+        (6 * GIB + 1, 2 * GIB, "greater_ram"),
+        (10**15, 2 * GIB, "greater_ram"),
+    ],
+)
+def test_pg_db_size_class_is_pgtunes_bands(hp, data, mem, expected):
+    assert hp._pg_db_size_class(data, mem) == expected
+
+
+@pytest.mark.parametrize("data", [-1, 1.5, "12", None, True])
+def test_pg_db_size_class_refuses_nonsense(hp, data):
+    with pytest.raises(SaltInvocationError, match="data size must be a whole number of bytes"):
+        hp._pg_db_size_class(data, 2 * GIB)
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        ({"retcode": 0, "stdout": "23456789\n", "stderr": ""}, "less_ram"),
+        ({"retcode": 0, "stdout": str(5 * GIB), "stderr": ""}, "mid_ram"),
+        ({"retcode": 2, "stdout": "", "stderr": "could not connect"}, None),
+    ],
+)
+def test_pg_db_size_asks_the_local_server(hp, monkeypatch, run, expected):
+    calls = []
+
+    def run_all(cmd, **kwargs):
+        calls.append((cmd, kwargs))
+        return run
+
+    monkeypatch.setattr(hp, "__salt__", {"cmd.run_all": run_all}, raising=False)
+    assert hp.pg_db_size(mem_total=2048) == expected
+    (cmd, kwargs), = calls
+    assert cmd[-1] == hp._PG_DATA_SIZE_QUERY and kwargs["runas"] == "postgres"
 
 
 def test_pg_tune_work_mem_seed_vs_pgtune(hp):
@@ -527,6 +597,7 @@ def test_pg_tune_accepts_cli_strings(hp):
         ({"max_connections": "1000"}, "max_connections must be below 400 with the seed profile"),
         ({"storage": "tape"}, "storage must be one of hdd, ssd, san, nvme; got 'tape'"),
         ({"profile": "olap"}, "profile must be one of seed, web, oltp, dw, mixed, desktop"),
+        ({"db_size": "huge"}, "db_size must be one of less_ram, mid_ram, greater_ram"),
     ],
 )
 def test_pg_tune_refuses_nonsense(hp, kwargs, message):

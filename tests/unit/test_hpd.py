@@ -179,3 +179,22 @@ def test_a_dev_only_secret_is_refused_outside_dev(env):
     assert "monitoring:web:secret_key: a dev-only secret outside the dev environment" in str(
         err.value)
     assert value not in str(err.value)
+
+
+def test_addresses_resolve_each_name_once_sorted(monkeypatch):
+    table = {"app2": "10.0.0.22", "app1": "10.0.0.21", "worker1": "10.0.0.9"}
+    monkeypatch.setattr(hpd_module().socket, "getaddrinfo",
+                        lambda name, *a: [(2, 1, 6, "", (table[name], 0))])
+    module = hpd_module()
+    assert module.addresses(["app2", "worker1", "app1", "app1"]) == [
+        "10.0.0.9", "10.0.0.21", "10.0.0.22"]
+    assert module.addresses([]) == []
+
+
+def test_addresses_name_the_key_of_a_name_that_does_not_resolve(monkeypatch):
+    def fail(name, *args):
+        raise hpd_module().socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(hpd_module().socket, "getaddrinfo", fail)
+    with pytest.raises(CommandExecutionError, match="hpd:peers:app: host 'ghost' does not"):
+        hpd_module().addresses(["ghost"], key="hpd:peers:app")

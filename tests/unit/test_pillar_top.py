@@ -13,6 +13,13 @@ from test_hpd import REPO, SCHEMAS, hpd_module, load
 HPD = hpd_module()
 SECRETS = {p.parent.name: HPD.secret_paths(load(p)) for p in SCHEMAS}
 SECRET_ROLES = sorted(role for role, paths in SECRETS.items() if paths)
+#: Roles whose hosts also get a role's secrets (its schema's x-secret-readers).
+READERS = {p.parent.name: load(p).get("x-secret-readers", []) for p in SCHEMAS}
+
+
+def reads(roles, role):
+    """Whether a host with ``roles`` gets ``role``'s pillar."""
+    return role in roles or bool(set(READERS.get(role, [])) & set(roles))
 
 
 def render_top(tmp_path, inventory, minion):
@@ -42,7 +49,7 @@ def test_some_role_has_secrets():
 
 @pytest.mark.parametrize("env", ["dev", "staging", "production"])
 def test_a_host_gets_the_secrets_files_of_its_own_roles_only(tmp_path, env):
-    every_role = sorted(SECRETS)
+    every_role = sorted({*SECRETS, *(r for readers in READERS.values() for r in readers)})
     inventory = {"all": {"roles": every_role, "env": env},
                  **{f"only-{role}": {"roles": [role], "env": env} for role in every_role},
                  "bare": {"roles": [], "env": env}}
@@ -50,7 +57,20 @@ def test_a_host_gets_the_secrets_files_of_its_own_roles_only(tmp_path, env):
         _, required = blocks(render_top(tmp_path, inventory, minion))
         secrets = [name for name in required if name.startswith("secrets.")]
         roles = {"common", *entry["roles"]}
-        assert secrets == [f"secrets.{env}.{r}" for r in SECRET_ROLES if r in roles], minion
+        assert sorted(secrets) == [f"secrets.{env}.{r}" for r in SECRET_ROLES if reads(roles, r)], (
+            minion)
+
+
+def test_the_app_and_worker_hosts_read_the_db_pillar_only(tmp_path):
+    # They connect to the database as db:user with db:password; nothing else.
+    inventory = {"app1": {"roles": ["app"], "env": "dev"},
+                 "worker1": {"roles": ["worker"], "env": "dev"},
+                 "lb": {"roles": ["lb"], "env": "dev"}}
+    for minion, expected in [("app1", ["secrets.dev.db"]), ("worker1", ["secrets.dev.db"]),
+                             ("lb", [])]:
+        optional, required = blocks(render_top(tmp_path, inventory, minion))
+        assert [n for n in required if n.startswith("secrets.")] == expected, minion
+        assert ("db" in optional) == bool(expected), minion
 
 
 def test_only_role_data_may_be_missing(tmp_path):

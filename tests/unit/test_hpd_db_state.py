@@ -1,0 +1,76 @@
+"""_states/hpd_db.py: the site's database user, its password read on the minion and
+never in what the state returns or on a command line."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "a-real-database-password-0123456789"
+
+
+@pytest.fixture
+def state():
+    spec = importlib.util.spec_from_file_location("hpd_db", REPO / "_states" / "hpd_db.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__env__ = "base"
+    module.__opts__ = {"test": False}
+    module.__salt__ = {"hpd.settings": lambda role, saltenv, unmask=False: (
+        {"password": PASSWORD if unmask else "**********"})}
+    return module
+
+
+def test_postgresql_stores_a_scram_verifier_and_never_echoes_the_password(state):
+    calls = []
+
+    def present(name, **kwargs):
+        calls.append((name, kwargs))
+        return {"name": name, "result": True, "changes": {name: {"password": True}},
+                "comment": f"psql -c ALTER ROLE {name} PASSWORD '{kwargs['password']}'"}
+
+    state.__states__ = {"postgres_user.present": present}
+    ret = state.user_present("hpd", secret="db:password")
+    assert calls == [("hpd", {"password": PASSWORD, "encrypted": "scram-sha-256",
+                              "user": "postgres"})]
+    assert PASSWORD not in repr(ret)
+    assert ret["result"] is True and "**********" in ret["comment"]
+
+
+def test_an_unset_secret_fails_naming_it(state):
+    state.__salt__["hpd.settings"] = lambda role, saltenv, unmask=False: {"password": None}
+    ret = state.user_present("hpd", secret="db:password")
+    assert ret["result"] is False and ret["comment"] == "pillar db:password is not set"
+
+
+def test_mysql_sends_the_password_on_stdin_only(state):
+    runs = []
+
+    def run_all(cmd, stdin=None, **kwargs):
+        runs.append((cmd, stdin))
+        if "SELECT Host FROM mysql.user" in stdin:  # users of that name: a stale host
+            return {"retcode": 0, "stdout": "10.0.0.9\n", "stderr": ""}
+        if "information_schema" in stdin:  # what is missing: everything
+            return {"retcode": 0, "stdout": "database\npassword@10.0.0.21\n", "stderr": ""}
+        return {"retcode": 0, "stdout": "", "stderr": ""}
+
+    state.__salt__["cmd.run_all"] = run_all
+    ret = state.user_present("hpd", secret="db:password", engine="mysql",
+                             hosts=["10.0.0.21"], database="hpd")
+    assert ret["result"] is True
+    assert ret["changes"] == {"missing": ["database", "password@10.0.0.21"],
+                              "drop": ["10.0.0.9"]}
+    assert all(PASSWORD not in " ".join(cmd) for cmd, _ in runs)
+    applied = runs[-1][1]
+    assert f"ALTER USER 'hpd'@'10.0.0.21' IDENTIFIED BY '{PASSWORD}';" in applied
+    assert "DROP USER 'hpd'@'10.0.0.9';" in applied
+    assert PASSWORD not in repr(ret)
+
+
+def test_mysql_with_nothing_missing_changes_nothing(state):
+    state.__salt__["cmd.run_all"] = lambda cmd, stdin=None, **kw: {
+        "retcode": 0, "stdout": "10.0.0.21\n" if "SELECT Host" in stdin else "", "stderr": ""}
+    ret = state.user_present("hpd", secret="db:password", engine="mysql",
+                             hosts=["10.0.0.21"], database="hpd")
+    assert ret["result"] is True and ret["changes"] == {}
