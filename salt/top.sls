@@ -11,3 +11,6 @@ base:
   'hpd:roles:db':
     - match: pillar
     - db
+  'hpd:roles:backup':
+    - match: pillar
+    - backup

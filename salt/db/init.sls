@@ -6,3 +6,4 @@ include:
   - .config
   - .service
   - .site
+  - .backup
