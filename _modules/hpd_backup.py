@@ -69,7 +69,7 @@ def dump_time(name, database):
         when = datetime.datetime.strptime(name[len(prefix):-len(suffix)], STAMP)
     except ValueError:
         return None
-    return when.replace(tzinfo=datetime.timezone.utc)
+    return when.replace(tzinfo=datetime.UTC)
 
 
 def expired(names, database, now, keep_days):
@@ -159,9 +159,10 @@ def dump(host, database, user, directory, keep_days, passfile):
 
     .. code-block:: bash
 
-        salt-call --local hpd_backup.dump db hpd hpd_backup /var/backups/hpd 14 /etc/hpd/backup.pgpass
+        salt-call --local hpd_backup.dump db hpd hpd_backup /var/backups/hpd 14 \
+            /etc/hpd/backup.pgpass
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     target = Path(directory) / dump_name(database, now)
     partial = target.with_name("." + target.name + ".partial")
     try:
@@ -254,7 +255,7 @@ def anonymized_snapshot():
     backup, database, _host = _settings()
     scratch = backup["scratch_database"]
     target = Path(backup["dir"]) / "anonymized" / dump_name(
-        database, datetime.datetime.now(datetime.timezone.utc))
+        database, datetime.datetime.now(datetime.UTC))
     target.parent.mkdir(mode=0o700, exist_ok=True)
     try:
         _restore_latest(backup, database)
