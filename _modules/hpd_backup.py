@@ -12,6 +12,8 @@ The site's database backups, run on the backup host (role ``backup``).
 ``hpd_backup.anonymized_snapshot``
     the latest dump restored into a scratch database, pillar
     ``backup:anonymize`` applied, dumped again for developers.
+``hpd_backup.pitr_restore``
+    on the db host: the cluster restored by pgBackRest to a point in time.
 
 The pure parts (dump names, retention, row-count comparison, anonymization
 SQL) are plain functions, unit-tested without a minion.
@@ -20,6 +22,7 @@ SQL) are plain functions, unit-tested without a minion.
 import datetime
 import secrets
 import shlex
+import time
 from pathlib import Path
 
 from salt.exceptions import CommandExecutionError
@@ -266,3 +269,48 @@ def anonymized_snapshot():
     finally:
         _drop_scratch(backup)
     return {"snapshot": str(target), "tables": sorted(backup["anonymize"])}
+
+
+#: Where pgBackRest's restore leaves recovery settings (postgresql.auto.conf):
+#: reset once the server is promoted, so they never apply to a later recovery.
+RECOVERY_SETTINGS = ("restore_command", "recovery_target_time", "recovery_target_action")
+
+
+def pitr_restore(target, service="postgresql@15-main", timeout=120):
+    """
+    Restore this db host's PostgreSQL to the point in time ``target`` (a
+    timestamp with time zone, e.g. ``2026-11-30 05:50:00+00``) from
+    pgBackRest's repository (pillar ``backup:pitr``): the WAL up to now is
+    archived first, the server stopped, its data directory restored (delta)
+    and replayed to ``target``, then promoted and running on a new timeline.
+    Everything written after ``target`` is gone from the server (still in the
+    repository's WAL).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd_backup.pitr_restore '2026-11-30 05:50:00+00'
+    """
+    stanza = __salt__["hpd.settings"]("backup")["pitr"]["stanza"]
+
+    def psql(query):
+        return _run(_as_postgres(["psql", "-XAtq", "-c", query]), shell=True).strip()
+
+    _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "check"]), shell=True)
+    _run(["systemctl", "stop", service])
+    try:
+        _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "--delta", "--type=time",
+                           f"--target={target}", "--target-action=promote", "restore"]),
+             shell=True)
+    finally:
+        _run(["systemctl", "start", service])
+    deadline = time.monotonic() + timeout
+    while psql("SELECT pg_is_in_recovery()") != "f":
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(f"still in recovery after {timeout} s")
+        time.sleep(1)
+    for name in RECOVERY_SETTINGS:
+        psql(f"ALTER SYSTEM RESET {name}")
+    _run(["systemctl", "restart", service])
+    return {"target": target, "timeline": psql("SELECT timeline_id FROM pg_control_checkpoint()")}

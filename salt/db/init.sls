@@ -7,3 +7,4 @@ include:
   - .service
   - .site
   - .backup
+  - .pitr

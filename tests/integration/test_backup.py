@@ -6,6 +6,7 @@ shared first highstate."""
 
 import datetime
 import subprocess
+import time
 
 import pytest
 
@@ -130,3 +131,22 @@ def test_the_anonymized_snapshot_holds_none_of_the_original_values(lab, db, back
     assert text.count("@example.invalid") >= len(PII)  # the rows are there
     for value in [v for row in PII for v in row]:
         assert value not in text
+
+
+def test_a_point_in_time_restore_brings_deleted_rows_back(lab, db, backup):
+    assert "cipher: aes-256-cbc" in lab.exec(
+        db, "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=hpd", "info").stdout
+    sql(lab, db, "CREATE TABLE pitr_probe AS SELECT generate_series(1, 30) AS id")
+    try:
+        before = sql(lab, db, "SELECT clock_timestamp()")
+        time.sleep(1)
+        sql(lab, db, "DELETE FROM pitr_probe")
+        returned = lab.salt(db, "hpd_backup.pitr_restore", before)[db]
+        assert isinstance(returned, dict), returned
+        assert sql(lab, db, "SELECT count(*) FROM pitr_probe") == "30"
+        assert sql(lab, db, "SELECT pg_is_in_recovery()") == "f"
+    finally:
+        sql(lab, db, "DROP TABLE IF EXISTS pitr_probe")
+    # The server is back to normal: the db role has nothing to do.
+    returned = lab.salt(db, "state.apply", "db")[db]
+    assert [r["__id__"] for r in returned.values() if r["changes"] or not r["result"]] == []

@@ -4,3 +4,5 @@
 # file, no other host (pillar/top.sls).
 backup:
   db_password: dev-only-backup-password-not-a-secret-7
+  pitr:
+    cipher_pass: dev-only-pgbackrest-passphrase-not-a-secret-3
