@@ -236,8 +236,7 @@ def restore_test(passfile="/etc/hpd/backup.pgpass"):
         ["psql", "-XAtq", "-F", "\t", f"--host={host}", f"--username={backup['db_user']}",
          "--no-password", "-d", database, "-c", COUNT_SQL], env={"PGPASSFILE": passfile}))
     mismatches = count_mismatches(source, restored)
-    if mismatches:
-        __context__["retcode"] = 1
+    # result False: the salt CLI and salt.function (orchestration) fail on it.
     return {"result": not mismatches, "dump": str(path), "tables": len(source),
             "mismatches": mismatches}
 
