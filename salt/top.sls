@@ -17,3 +17,6 @@ base:
   'hpd:roles:app':
     - match: pillar
     - twemproxy
+  'hpd:roles:backup':
+    - match: pillar
+    - backup

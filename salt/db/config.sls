@@ -1,4 +1,4 @@
-{%- from tpldir ~ "/map.jinja" import db, server, clients with context %}
+{%- from tpldir ~ "/map.jinja" import db, server, clients, backup_clients, backup_user with context %}
 
 include:
   - .package
@@ -29,6 +29,8 @@ db-postgresql-hba-file-managed:
         database: {{ db.name | json }}
         user: {{ db.user | json }}
         clients: {{ clients | json }}
+        backup_clients: {{ backup_clients | json }}
+        backup_user: {{ backup_user | json }}
     - user: {{ server.user }}
     - group: {{ server.user }}
     - mode: '0640'

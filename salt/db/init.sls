@@ -6,3 +6,5 @@ include:
   - .config
   - .service
   - .site
+  - .backup
+  - .pitr
