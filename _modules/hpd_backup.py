@@ -14,14 +14,26 @@ The site's database backups, run on the backup host (role ``backup``).
     ``backup:anonymize`` applied, dumped again for developers.
 ``hpd_backup.pitr_restore``
     on the db host: the cluster restored by pgBackRest to a point in time.
+``hpd_backup.media_backup``
+    each app host's media directory pulled with rsync (a read-only module of
+    its rsync daemon) into a staging directory, then a restic snapshot of it
+    in the backup host's own encrypted repository, older snapshots forgotten
+    and pruned by pillar ``backup:media:keep`` (the timer runs it).
+``hpd_backup.media_restore``
+    a path of an app host's media directory restored from a snapshot (the
+    latest, an id, or the newest before a time) and written back to the host.
 
 The pure parts (dump names, retention, row-count comparison, anonymization
 SQL) are plain functions, unit-tested without a minion.
 """
 
 import datetime
+import json
+import re
 import secrets
 import shlex
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -313,3 +325,172 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
         psql(f"ALTER SYSTEM RESET {name}")
     _run(["systemctl", "restart", service])
     return {"target": target, "timeline": psql("SELECT timeline_id FROM pg_control_checkpoint()")}
+
+
+#: restic forget's --keep-* options, in the order they are passed.
+KEEP = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def forget_args(keep):
+    """restic forget's policy options for ``keep`` (pillar backup:media:keep,
+    {period: snapshots}); periods set to 0 are left out. A policy that keeps
+    nothing raises ValueError (restic would forget no snapshot at all)."""
+    unknown = sorted(set(keep) - set(KEEP))
+    if unknown:
+        raise ValueError(f"backup:media:keep: unknown periods {unknown} (one of {', '.join(KEEP)})")
+    args = []
+    for period in KEEP:
+        if keep.get(period):
+            args += [f"--keep-{period}", str(int(keep[period]))]
+    if not args:
+        raise ValueError("backup:media:keep: keeps no snapshot")
+    return args
+
+
+def snapshot_time(text):
+    """restic's snapshot time (RFC 3339, nanoseconds) as an aware datetime."""
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not match:
+        raise ValueError(f"not a snapshot time: {text!r}")
+    stamp, fraction, zone = match.groups()
+    fraction = ((fraction or "") + "000000")[:6]
+    return datetime.datetime.fromisoformat(f"{stamp}.{fraction}{'+00:00' if zone == 'Z' else zone}")
+
+
+def pick_snapshot(snapshots, spec):
+    """The snapshot (a dict of ``restic snapshots --json``) that ``spec``
+    names: ``latest``, ``before=<ISO time with zone>`` (the newest taken
+    before it) or an id or its prefix. A ValueError saying why when none."""
+    ordered = sorted(snapshots, key=lambda s: snapshot_time(s["time"]))
+    if spec == "latest":
+        chosen = ordered[-1:]
+    elif spec.startswith("before="):
+        try:
+            limit = datetime.datetime.fromisoformat(spec[len("before="):])
+        except ValueError as error:
+            raise ValueError(f"snapshot {spec!r}: {error}") from None
+        if limit.tzinfo is None:
+            raise ValueError(f"snapshot {spec!r}: give the time zone (e.g. +00:00)")
+        chosen = [s for s in ordered if snapshot_time(s["time"]) < limit][-1:]
+    else:
+        chosen = [s for s in ordered if s["id"].startswith(spec)] if spec else []
+        if len(chosen) > 1:
+            raise ValueError(f"snapshot {spec!r}: more than one snapshot has that prefix")
+    if not chosen:
+        raise ValueError(f"snapshot {spec!r}: no such snapshot")
+    return chosen[0]
+
+
+def media_path(path):
+    """``path`` relative to the media directory, normalized; a ValueError for
+    one that leaves it."""
+    parts = [p for p in str(path).split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"path {path!r}: not a path inside the media directory")
+    return "/".join(parts)
+
+
+def _media_config(config):
+    return json.loads(Path(config).read_text())
+
+
+def _restic(conf, args):
+    return _run(["restic", *args], env={"RESTIC_REPOSITORY": conf["repo"],
+                                        "RESTIC_PASSWORD_FILE": conf["restic_password_file"]})
+
+
+def _rsync(conf, args):
+    return _run(["rsync", f"--password-file={conf['rsync_password_file']}", *args])
+
+
+def _module_url(conf, host, module):
+    return f"rsync://{conf['rsync_user']}@{host}/{module}/"
+
+
+def media_backup(config="/etc/hpd/media-backup.json"):
+    """
+    Pull each app host's media directory (rsync from the host's read-only
+    ``media`` module into <staging>/<host>), snapshot it with restic into this
+    backup host's repository (created on the first run) and forget and prune
+    that host's snapshots beyond pillar ``backup:media:keep``. The app hosts
+    have no access to the repository. ``config`` is written by salt/backup.
+
+    CLI Example (the timer's, on a backup host):
+
+    .. code-block:: bash
+
+        salt-call --local hpd_backup.media_backup
+    """
+    conf = _media_config(config)
+    if not (Path(conf["repo"]) / "config").exists():
+        _restic(conf, ["init"])
+    policy = forget_args(conf["keep"])
+    taken = {}
+    for host in conf["hosts"]:
+        staging = Path(conf["staging"]) / host
+        staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _rsync(conf, ["-a", "--delete", _module_url(conf, host, "media"), f"{staging}/"])
+        summary = json.loads(_restic(conf, ["backup", "--json", "--quiet", "--host", host,
+                                            str(staging)]).splitlines()[-1])
+        _restic(conf, ["forget", "--quiet", "--host", host, *policy, "--prune"])
+        taken[host] = summary["snapshot_id"]
+    return taken
+
+
+def media_snapshots(host, config="/etc/hpd/media-backup.json"):
+    """
+    ``host``'s media snapshots in this backup host's repository, oldest first:
+    [{id, time}].
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -I hpd:roles:backup hpd_backup.media_snapshots app1
+    """
+    conf = _media_config(config)
+    found = json.loads(_restic(conf, ["snapshots", "--json", "--host", host]) or "[]")
+    return [{"id": s["id"], "time": s["time"]}
+            for s in sorted(found, key=lambda s: snapshot_time(s["time"]))]
+
+
+def media_restore(host, path, snapshot="latest", config="/etc/hpd/media-backup.json"):
+    """
+    Restore ``path`` (a file or directory, relative to the media directory)
+    of app host ``host`` from a snapshot and write it back to the host's media
+    directory (its rsync daemon's write-only ``media-restore`` module, from
+    this backup host only), over what is there. ``snapshot``: ``latest``, a
+    snapshot id (or prefix) or ``before=<ISO time with zone>``: the newest
+    snapshot taken before that time, e.g. for a file deleted or overwritten
+    then.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -I hpd:roles:backup hpd_backup.media_restore host=app1 \
+            path=uploads/a.jpg snapshot='before=2026-11-16T00:00:00+00:00'
+    """
+    conf = _media_config(config)
+    if host not in conf["hosts"]:
+        raise CommandExecutionError(f"host {host!r}: not an app host of this backup host "
+                                    f"({', '.join(conf['hosts'])})")
+    try:
+        relative = media_path(path)
+        chosen = pick_snapshot(media_snapshots(host, config), snapshot)
+    except ValueError as error:
+        raise CommandExecutionError(str(error)) from None
+    inside = f"{Path(conf['staging']) / host}/{relative}"
+    scratch = tempfile.mkdtemp(prefix="media-restore-", dir=conf["staging"])
+    try:
+        _restic(conf, ["restore", chosen["id"], "--target", scratch, "--include", inside])
+        base = Path(scratch + str(Path(conf["staging"]) / host))
+        if not (base / relative).exists():
+            raise CommandExecutionError(f"{relative}: not in snapshot {chosen['id'][:8]} "
+                                        f"of {host} ({chosen['time']})")
+        # --relative from /./: the path's directories are created on the host.
+        _rsync(conf, ["-rtR", f"{base}/./{relative}",
+                      _module_url(conf, host, "media-restore")])
+    finally:
+        shutil.rmtree(scratch)
+    return {"host": host, "path": relative, "snapshot": chosen["id"], "time": chosen["time"]}

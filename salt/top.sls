@@ -17,6 +17,7 @@ base:
   'hpd:roles:app':
     - match: pillar
     - twemproxy
+    - backup.media_source
   'hpd:roles:backup':
     - match: pillar
     - backup

@@ -42,11 +42,12 @@ backup-dump-unit-file-managed:
 backup-dump-timer-file-managed:
   file.managed:
     - name: /etc/systemd/system/{{ server.unit }}.timer
-    - source: salt://{{ tpldir }}/files/dump.timer.jinja
+    - source: salt://{{ tpldir }}/files/timer.jinja
     - template: jinja
     - context:
         schedule: {{ backup.schedule | json }}
-        server: {{ server | json }}
+        unit: {{ server.unit | json }}
+        what: dump the site's database
     - user: root
     - group: root
     - mode: '0644'

@@ -4,6 +4,7 @@ retention, row-count comparison, anonymization SQL."""
 import datetime
 import importlib.util
 import pathlib
+import re
 
 import pytest
 
@@ -81,3 +82,77 @@ def test_anonymize_sql_quotes_the_salt_and_refuses_an_unknown_method(hb):
     assert "md5('it''s' ||" in hb.anonymize_sql({"t": {"c": "hash"}}, "it's")
     with pytest.raises(ValueError, match=r"backup:anonymize:t:c: unknown method 'rot13'"):
         hb.anonymize_sql({"t": {"c": "rot13"}}, "s")
+
+
+# Media snapshots (restic): retention options, snapshot choice, restore paths.
+
+def test_forget_args_follow_the_policy_in_a_fixed_order_leaving_zero_periods_out(hb):
+    assert hb.forget_args({"monthly": 12, "daily": 14, "last": 3, "weekly": 0}) == [
+        "--keep-last", "3", "--keep-daily", "14", "--keep-monthly", "12"]
+    assert hb.forget_args({"yearly": 2, "hourly": 1}) == [
+        "--keep-hourly", "1", "--keep-yearly", "2"]
+
+
+@pytest.mark.parametrize("keep, message", [
+    ({"daily": 0, "weekly": 0}, "keeps no snapshot"),
+    ({}, "keeps no snapshot"),
+    ({"daily": 3, "fortnightly": 1}, "unknown periods ['fortnightly']"),
+])
+def test_forget_args_refuse_a_policy_that_keeps_nothing_or_names_no_period(hb, keep, message):
+    with pytest.raises(ValueError, match=r"backup:media:keep: .*" + re.escape(message)):
+        hb.forget_args(keep)
+
+
+def test_snapshot_time_reads_restic_nanoseconds_and_zones(hb):
+    assert hb.snapshot_time("2026-11-30T06:08:04.619114462Z") == datetime.datetime(
+        2026, 11, 30, 6, 8, 4, 619114, tzinfo=UTC)
+    assert hb.snapshot_time("2026-11-30T07:08:04+01:00") == datetime.datetime(
+        2026, 11, 30, 6, 8, 4, tzinfo=UTC)
+    with pytest.raises(ValueError, match="not a snapshot time"):
+        hb.snapshot_time("yesterday")
+
+
+SNAPSHOTS = [  # restic's order is not promised: shuffled on purpose
+    {"id": "bbbb2222", "time": "2026-11-16T03:00:00.5Z"},
+    {"id": "cccc3333", "time": "2026-11-30T03:00:00Z"},
+    {"id": "aaaa1111", "time": "2026-11-01T03:00:00.123456789Z"},
+    {"id": "aaab4444", "time": "2026-10-01T03:00:00Z"},
+]
+
+
+@pytest.mark.parametrize("spec, chosen", [
+    ("latest", "cccc3333"),
+    ("before=2026-11-20T00:00:00+00:00", "bbbb2222"),
+    ("before=2026-11-16T03:00:00.5+00:00", "aaaa1111"),  # strictly before
+    ("before=2026-11-16T04:00:00+01:00", "aaaa1111"),  # zones compared as times
+    ("bbbb", "bbbb2222"),
+    ("aaaa1111", "aaaa1111"),
+])
+def test_pick_snapshot_by_latest_time_or_id(hb, spec, chosen):
+    assert hb.pick_snapshot(SNAPSHOTS, spec)["id"] == chosen
+
+
+@pytest.mark.parametrize("snapshots, spec, message", [
+    ([], "latest", "no such snapshot"),
+    (SNAPSHOTS, "before=2026-09-01T00:00:00+00:00", "no such snapshot"),
+    (SNAPSHOTS, "before=2026-11-20", "give the time zone"),
+    (SNAPSHOTS, "before=last tuesday", "Invalid isoformat"),
+    (SNAPSHOTS, "aaa", "more than one snapshot"),
+    (SNAPSHOTS, "dddd", "no such snapshot"),
+    (SNAPSHOTS, "", "no such snapshot"),
+])
+def test_pick_snapshot_says_why_none_is_chosen(hb, snapshots, spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hb.pick_snapshot(snapshots, spec)
+
+
+@pytest.mark.parametrize("path, relative", [
+    ("up/a.jpg", "up/a.jpg"), ("/up//./a.jpg", "up/a.jpg"), ("up/", "up")])
+def test_media_path_normalizes_paths_inside_the_media_directory(hb, path, relative):
+    assert hb.media_path(path) == relative
+
+
+@pytest.mark.parametrize("path", ["", "/", ".", "../etc/passwd", "up/../../etc"])
+def test_media_path_refuses_paths_that_leave_it(hb, path):
+    with pytest.raises(ValueError, match="not a path inside the media directory"):
+        hb.media_path(path)

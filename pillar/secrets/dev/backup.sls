@@ -6,3 +6,5 @@ backup:
   db_password: dev-only-backup-password-not-a-secret-7
   pitr:
     cipher_pass: dev-only-pgbackrest-passphrase-not-a-secret-3
+  media:
+    restic_password: dev-only-restic-password-not-a-secret-5
