@@ -413,7 +413,8 @@ def media_backup(config="/etc/hpd/media-backup.json"):
     ``media`` module into <staging>/<host>), snapshot it with restic into this
     backup host's repository (created on the first run) and forget and prune
     that host's snapshots beyond pillar ``backup:media:keep``. The app hosts
-    have no access to the repository. ``config`` is written by salt/backup.
+    have no access to the repository. A host that fails does not stop the
+    others; the run then fails naming it. ``config`` is written by salt/backup.
 
     CLI Example (the timer's, on a backup host):
 
@@ -425,15 +426,22 @@ def media_backup(config="/etc/hpd/media-backup.json"):
     if not (Path(conf["repo"]) / "config").exists():
         _restic(conf, ["init"])
     policy = forget_args(conf["keep"])
-    taken = {}
+    taken, failed = {}, []
     for host in conf["hosts"]:
         staging = Path(conf["staging"]) / host
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _rsync(conf, ["-a", "--delete", _module_url(conf, host, "media"), f"{staging}/"])
-        summary = json.loads(_restic(conf, ["backup", "--json", "--quiet", "--host", host,
-                                            str(staging)]).splitlines()[-1])
-        _restic(conf, ["forget", "--quiet", "--host", host, *policy, "--prune"])
+        try:
+            _rsync(conf, ["-a", "--delete", _module_url(conf, host, "media"), f"{staging}/"])
+            summary = json.loads(_restic(conf, ["backup", "--json", "--quiet", "--host", host,
+                                                str(staging)]).splitlines()[-1])
+            _restic(conf, ["forget", "--quiet", "--host", host, *policy, "--prune"])
+        except CommandExecutionError as error:  # the other hosts still get their snapshot
+            failed.append(f"{host}: {error}")
+            continue
         taken[host] = summary["snapshot_id"]
+    if failed:
+        raise CommandExecutionError(f"no snapshot of {'; '.join(failed)} "
+                                    f"(taken: {', '.join(sorted(taken)) or 'none'})")
     return taken
 
 

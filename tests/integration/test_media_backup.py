@@ -93,18 +93,23 @@ def test_a_deleted_file_and_an_overwritten_files_older_version_are_restored(lab,
     assert sha256(lab, app, f"{MEDIA}/{overwritten}") == second
 
 
+def keep_last(lab, backup):
+    """Pillar backup:media:keep:last as the backup host has it."""
+    return json.loads(lab.exec(backup, "cat", CONFIG).stdout)["keep"]["last"]
+
+
 def test_retention_keeps_what_the_pillar_says(lab, backup, app):
     """All snapshots of this run are of one day: keep last N wins over the
     daily/weekly/monthly ones (each keeps the newest, already among them)."""
-    keep = json.loads(lab.exec(backup, "cat", CONFIG).stdout)["keep"]
-    assert keep["last"] >= 1
-    for _ in range(keep["last"] + 1 - len(snapshots(lab, backup, app))):
+    last = keep_last(lab, backup)
+    assert last >= 1
+    for _ in range(last + 1 - len(snapshots(lab, backup, app))):
         snapshot(lab, backup)
     before = snapshots(lab, backup, app)
     snapshot(lab, backup)
     after = snapshots(lab, backup, app)
-    assert len(after) == keep["last"], after
-    assert after[:-1] == before[len(before) - keep["last"] + 1:]  # the newest kept
+    assert len(after) == last, after
+    assert after[:-1] == before[len(before) - last + 1:]  # the newest kept
     # pruned: restic's repository check finds no unreferenced data either
     lab.exec(backup, "env", "RESTIC_REPOSITORY=/var/backups/hpd/media/repo",
              "RESTIC_PASSWORD_FILE=/etc/hpd/media-restic.password", "restic", "check")
@@ -123,3 +128,20 @@ def test_the_media_module_is_read_only_and_admits_the_backup_host_only(lab, back
     pull = lab.exec(other, "sh", "-c",
                     f"RSYNC_PASSWORD=$(cut -d: -f2- /etc/rsyncd.secrets) rsync {url}", check=False)
     assert pull.returncode != 0 and "Unknown module 'media'" in pull.stderr, pull.stderr
+
+
+def test_an_unreachable_app_host_fails_the_run_and_the_others_get_their_snapshot(lab, backup):
+    first, second = sorted(n for n, h in lab.state["hosts"].items() if "app" in h["roles"])[:2]
+    counts = {h: len(snapshots(lab, backup, h)) for h in (first, second)}
+    lab.exec(first, "systemctl", "stop", "rsync")
+    try:
+        run = lab.exec(backup, "systemctl", "start", "hpd-backup-media.service", check=False)
+    finally:
+        lab.exec(first, "systemctl", "start", "rsync")
+    assert run.returncode != 0
+    run_id = lab.exec(backup, "systemctl", "show", "-p", "InvocationID", "--value",
+                      "hpd-backup-media.service").stdout.strip()
+    log = lab.exec(backup, "journalctl", f"_SYSTEMD_INVOCATION_ID={run_id}", "--no-pager").stdout
+    assert f"no snapshot of {first}: " in log and f"(taken: {second})" in log, log
+    assert len(snapshots(lab, backup, first)) == counts[first]
+    assert len(snapshots(lab, backup, second)) == min(counts[second] + 1, keep_last(lab, backup))
