@@ -12,6 +12,8 @@
 {%- if media_rsync.password is none %}
 {{-   raise('pillar media_rsync:password is required on a backup host (from secrets/<env>/media_rsync.sls)') }}
 {%- endif %}
+{#- A retention that keeps nothing fails the render, naming the key. #}
+{%- do salt['hpd_backup.forget_args'](media.keep) %}
 {%- set unit = 'hpd-backup-media' %}
 {%- set config = '/etc/hpd/media-backup.json' %}
 {%- set passwords = {'restic': '/etc/hpd/media-restic.password',

@@ -7,6 +7,8 @@ import pathlib
 import re
 
 import pytest
+from salt.exceptions import SaltInvocationError
+from test_hpd import REPO, hpd_module, load
 
 MODULE_PATH = pathlib.Path(__file__).resolve().parents[2] / "_modules" / "hpd_backup.py"
 UTC = datetime.UTC
@@ -156,3 +158,17 @@ def test_media_path_normalizes_paths_inside_the_media_directory(hb, path, relati
 def test_media_path_refuses_paths_that_leave_it(hb, path):
     with pytest.raises(ValueError, match="not a path inside the media directory"):
         hb.media_path(path)
+
+
+@pytest.mark.parametrize(("pillar", "key"), [
+    ({"media": {"keep": {"daily": "many"}}}, "backup:media:keep:daily"),
+    ({"media": {"keep": {"weekly": -1}}}, "backup:media:keep:weekly"),
+    ({"media": {"keep": {"fortnightly": 1}}}, "backup:media:keep"),
+    ({"media": {"repo": "relative/repo"}}, "backup:media:repo"),
+    ({"media": {"schedule": "daily; rm -rf /"}}, "backup:media:schedule"),
+    ({"media": {"restic_password": "short"}}, "backup:media:restic_password"),
+])
+def test_bad_media_values_are_refused_naming_the_key(pillar, key):
+    with pytest.raises(SaltInvocationError, match=f"{key}: "):
+        hpd_module().check(load(REPO / "pillar" / "backup" / "schema.yaml"), pillar, "backup",
+                           "production")
