@@ -1,0 +1,33 @@
+{%- from "db/map.jinja" import server with context %}
+{%- from tpldir ~ "/map.jinja" import replication, primary, slot with context %}
+
+include:
+  - .config
+  - db.service
+
+{#- A data directory that is not a standby yet (no standby.signal: the
+    package's fresh cluster) is replaced by a base backup of the primary,
+    taken through this replica's slot, with -R writing standby.signal and the
+    connection to the primary. The backup goes to a new directory first: the
+    old one stays until the copy is whole. When every host is highstated at
+    once, the primary's replication role, slot and pg_hba entry may not be
+    there yet: the state retries (db_replica:retry) until they are. #}
+db_replica-basebackup-done:
+  cmd.run:
+    - name: >-
+        runuser -u {{ server.user }} -- sh -c 'rm -rf {{ server.data_dir }}.new
+        && pg_basebackup -h {{ primary }} -p {{ server.port }}
+        -U {{ replication.replication_user }} -w -D {{ server.data_dir }}.new
+        -R -S {{ slot }} -X stream -c fast'
+        && systemctl stop {{ server.service }}
+        && rm -rf {{ server.data_dir }}
+        && mv {{ server.data_dir }}.new {{ server.data_dir }}
+        && systemctl start {{ server.service }}
+    - cwd: /
+    - unless: test -f {{ server.data_dir }}/standby.signal
+    - retry:
+        attempts: {{ replication.retry.attempts }}
+        interval: {{ replication.retry.interval }}
+    - require:
+      - file: db_replica-passfile-file-managed
+      - sls: db.service
