@@ -6,12 +6,15 @@ include:
   - db.service
 
 {#- A data directory that is not a standby yet (no standby.signal: the
-    package's fresh cluster) is replaced by a base backup of the primary,
-    taken through this replica's slot, with -R writing standby.signal and the
-    connection to the primary. The backup goes to a new directory first: the
-    old one stays until the copy is whole. When every host is highstated at
-    once, the primary's replication role, slot and pg_hba entry may not be
-    there yet: the state retries (db_replica:retry) until they are. #}
+    package's fresh cluster), or one orch.db_failover fenced (hpd-fenced: the
+    old primary, now a replica in pillar), is replaced by a base backup of the
+    primary, taken through this replica's slot, with -R writing standby.signal
+    and the connection to the primary; the service is unmasked (fencing masks
+    it) and started. The backup goes to a new directory first: the old one
+    stays until the copy is whole. Before db.service, which cannot start a
+    masked service. When every host is highstated at once, the primary's
+    replication role, slot and pg_hba entry may not be there yet: the state
+    retries (db_replica:retry) until they are. #}
 db_replica-basebackup-done:
   cmd.run:
     - name: >-
@@ -22,12 +25,15 @@ db_replica-basebackup-done:
         && systemctl stop {{ server.service }}
         && rm -rf {{ server.data_dir }}
         && mv {{ server.data_dir }}.new {{ server.data_dir }}
+        && systemctl unmask {{ server.service }}
         && systemctl start {{ server.service }}
     - cwd: /
-    - unless: test -f {{ server.data_dir }}/standby.signal
+    - unless: test -f {{ server.data_dir }}/standby.signal -a ! -f {{ server.data_dir }}/hpd-fenced
     - retry:
         attempts: {{ replication.retry.attempts }}
         interval: {{ replication.retry.interval }}
     - require:
       - file: db_replica-passfile-file-managed
-      - sls: db.service
+      - sls: db.config
+    - require_in:
+      - service: db-postgresql-service-running
