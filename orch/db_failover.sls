@@ -5,7 +5,7 @@
 # 1. The old primary (the host with the db role) is fenced, if its minion
 #    answers: PostgreSQL stopped and its service masked, and standby.signal in
 #    its data directory, so that even a start by hand comes up read-only; the
-#    marker hpd-fenced says it must be rebuilt. A host that does not answer
+#    marker hpd-rebuild says it must be rebuilt. A host that does not answer
 #    cannot be fenced from here: the orchestration fails at this step after
 #    doing the rest; power the host off before it comes back.
 # 2. The replica (the env's db_replica host; pillar `to` picks one when there
@@ -50,7 +50,7 @@ db-failover-{{ old }}-fenced:
     - arg:
       - >-
         systemctl mask --now {{ service }}
-        && touch {{ data_dir }}/standby.signal {{ data_dir }}/hpd-fenced
+        && touch {{ data_dir }}/standby.signal {{ data_dir }}/hpd-rebuild
 {%- endfor %}
 
 db-failover-{{ to }}-promoted:

@@ -6,8 +6,10 @@ include:
   - db.service
 
 {#- A data directory that is not a standby yet (no standby.signal: the
-    package's fresh cluster), or one orch.db_failover fenced (hpd-fenced: the
-    old primary, now a replica in pillar), is replaced by a base backup of the
+    package's fresh cluster) or one marked hpd-rebuild (orch.db_failover marks
+    the old primary it fences, now a replica in pillar; an operator marks the
+    replicas after a point-in-time restore of the primary, whose data they
+    went past) is replaced by a base backup of the
     primary, taken through this replica's slot, with -R writing standby.signal
     and the connection to the primary; the service is unmasked (fencing masks
     it) and started. The backup goes to a new directory first: the old one
@@ -28,7 +30,7 @@ db_replica-basebackup-done:
         && systemctl unmask {{ server.service }}
         && systemctl start {{ server.service }}
     - cwd: /
-    - unless: test -f {{ server.data_dir }}/standby.signal -a ! -f {{ server.data_dir }}/hpd-fenced
+    - unless: test -f {{ server.data_dir }}/standby.signal -a ! -f {{ server.data_dir }}/hpd-rebuild
     - retry:
         attempts: {{ replication.retry.attempts }}
         interval: {{ replication.retry.interval }}
@@ -37,3 +39,11 @@ db_replica-basebackup-done:
       - sls: db.config
     - require_in:
       - service: db-postgresql-service-running
+
+{#- A replica takes no pgBackRest backups, its primary does (salt/db/pitr.sls):
+    the timer a host keeps from when it was the primary (orch.db_failover
+    highstates the promoted host as db) is stopped and disabled. #}
+db_replica-pitr-backup-timer-dead:
+  service.dead:
+    - name: hpd-pgbackrest-backup.timer
+    - enable: False

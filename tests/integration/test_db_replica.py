@@ -11,10 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import test_db
 import yaml
-from test_db import PASSWORD, db, hosts_with, psql_on, sql  # noqa: F401 (fixtures)
+from test_db import PASSWORD, hosts_with, sql
 
 pytestmark = pytest.mark.lab
+
+#: test_db's fixtures: the primary, and psql on app1 (and lb) for the drill.
+db, psql_on = test_db.db, test_db.psql_on
 
 REPO = Path(__file__).resolve().parents[2]
 REPLICATION = yaml.safe_load((REPO / "pillar/secrets/dev/db_replica.sls").read_text())
@@ -173,6 +177,10 @@ def test_failing_back_rebuilds_each_old_primary_as_a_replica(lab, db, replica):
     failover(lab)
     apply(lab, replica)
     wait_for("db2 streaming from db", lambda: streams(lab, db, replica))
+    # What db2 ran as the primary that a replica must not: pgBackRest's backups.
+    timer = lab.exec(replica, "systemctl", "is-enabled", "hpd-pgbackrest-backup.timer",
+                     check=False)
+    assert timer.stdout.strip() == "disabled", timer.stdout
     hpd_sql(lab, db, "DROP TABLE failover_probe")
     # As before the drill: no db_primary.yaml; a highstate changes nothing.
     (lab.lab.master_dir / "inventory" / "db_primary.yaml").unlink()
