@@ -1,5 +1,4 @@
-{%- from tpldir ~ "/map.jinja" import db, server, clients, backup_clients, backup_user,
-    replication_clients, replication with context %}
+{%- from tpldir ~ "/map.jinja" import db, server, clients, backup_clients, backup_user with context %}
 
 include:
   - .package
@@ -32,8 +31,6 @@ db-postgresql-hba-file-managed:
         clients: {{ clients | json }}
         backup_clients: {{ backup_clients | json }}
         backup_user: {{ backup_user | json }}
-        replication_clients: {{ replication_clients | json }}
-        replication_user: {{ replication.replication_user | json }}
     - user: {{ server.user }}
     - group: {{ server.user }}
     - mode: '0640'

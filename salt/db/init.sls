@@ -8,4 +8,3 @@ include:
   - .site
   - .backup
   - .pitr
-  - .replication

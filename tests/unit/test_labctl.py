@@ -16,10 +16,9 @@ def test_default_spec_is_the_farm():
     spec = labctl.load_spec()
     assert spec["name"] == "hpd"
     assert set(spec["hosts"]) == {"lb", "app1", "app2", "worker1", "db", "cache1", "cache2", "mon",
-                                  "backup", "db2"}
+                                  "backup"}
     roles = {role for host in spec["hosts"].values() for role in host["roles"]}
-    assert roles == {"lb", "varnish", "app", "worker", "cache", "db", "monitoring", "backup",
-                     "db_replica"}
+    assert roles == {"lb", "varnish", "app", "worker", "cache", "db", "monitoring", "backup"}
     assert spec["hosts"]["db"]["address"] == "10.77.0.40"
 
 
