@@ -43,6 +43,13 @@ class LabHandle:
     def hosts(self):
         return sorted(self.state["hosts"])
 
+    def hosts_with(self, role):
+        """The hosts the lab's inventory gives `role`, sorted."""
+        return sorted(n for n, h in self.state["hosts"].items() if role in h["roles"])
+
+    def address(self, host):
+        return self.state["hosts"][host]["address"]
+
     def salt(self, *args, program="salt", timeout=600):
         """Run the salt CLI against the lab's master; the parsed JSON it prints."""
         return self.lab.salt_json(*args, program=program, timeout=timeout)
@@ -63,6 +70,16 @@ def lab():
     yield handle
     if os.environ.get("HPD_TEST_KEEP_LAB") != "1":
         handle.down()
+
+
+def settled(lab, highstate, role):
+    """The first host with `role`, after checking that none of its states failed in
+    the shared first highstate."""
+    hosts = lab.hosts_with(role)
+    assert hosts, f"the lab has no host with the {role} role"
+    failed = [r["__id__"] for r in highstate[hosts[0]] if r["result"] is not True]
+    assert not failed, f"{hosts[0]}: {failed}"
+    return hosts[0]
 
 
 def state_results(returned, hosts):

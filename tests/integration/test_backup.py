@@ -9,21 +9,11 @@ import subprocess
 import time
 
 import pytest
+from conftest import settled
 
 pytestmark = pytest.mark.lab
 
 DIR = "/var/backups/hpd"
-
-
-def hosts_with(lab, role):
-    return sorted(n for n, h in lab.state["hosts"].items() if role in h["roles"])
-
-
-def settled(lab, highstate, role):
-    host = hosts_with(lab, role)[0]
-    failed = [r["__id__"] for r in highstate[host] if r["result"] is not True]
-    assert not failed, f"{host}: {failed}"
-    return host
 
 
 @pytest.fixture(scope="module")

@@ -80,14 +80,6 @@ print(json.dumps(out))
 """
 
 
-def hosts_with(lab, role):
-    return sorted(n for n, h in lab.state["hosts"].items() if role in h["roles"])
-
-
-def address_of(lab, host):
-    return lab.state["hosts"][host]["address"]
-
-
 def run(lab, host, kind, ops, tries=1):
     """[(succeeded, failed tries, reply), ...] of ops run in order from host."""
     out = lab.exec(host, "python3", "-c", CLIENT, kind, str(tries), json.dumps(ops))
@@ -97,7 +89,7 @@ def run(lab, host, kind, ops, tries=1):
 @pytest.fixture(scope="module")
 def farm(lab, highstate):
     """(cache hosts, app hosts, settings), after a highstate without failures here."""
-    caches, apps = hosts_with(lab, "cache"), hosts_with(lab, "app")
+    caches, apps = lab.hosts_with("cache"), lab.hosts_with("app")
     assert len(caches) >= 2 and apps, "the farm needs two cache hosts and an app host"
     ours = [r for host in caches + apps for r in highstate[host]
             if r.get("__id__", "").startswith(("cache-", "twemproxy-"))]
@@ -121,9 +113,9 @@ def test_cache_listens_on_the_private_address_only(lab, farm, kind):
     caches, apps, cache, _ = farm
     port = cache[kind]["port"]
     for host in caches:
-        assert listeners(lab, host, port) == [f"{address_of(lab, host)}:{port}"], host
+        assert listeners(lab, host, port) == [f"{lab.address(host)}:{port}"], host
         # Served from an app host at that address, and not on the host's loopback.
-        (stored,) = run(lab, apps[0], kind, [["set", address_of(lab, host), port, "probe"]])
+        (stored,) = run(lab, apps[0], kind, [["set", lab.address(host), port, "probe"]])
         assert stored[0], f"{host}: {stored}"
         (local,) = run(lab, host, kind, [["set", "127.0.0.1", port, "probe"]])
         assert not local[0] and "refused" in local[2], f"{host}: {local}"
@@ -136,7 +128,7 @@ def test_memcached_memory_comes_from_the_host(lab, farm):
         tuned = lab.salt(host, "highperf.cache_tune", f"mem_total={mem}")[host]
         conf = lab.exec(host, "cat", "/etc/memcached.conf").stdout.split("\n")
         assert f"-m {cache['memcached']['memory_mb'] or tuned['memcached']}" in conf
-        maxmemory = lab.exec(host, "redis-cli", "-h", address_of(lab, host), "config", "get",
+        maxmemory = lab.exec(host, "redis-cli", "-h", lab.address(host), "config", "get",
                              "maxmemory").stdout.split()
         assert int(maxmemory[1]) == (cache["redis"]["maxmemory_mb"] or tuned["redis"]) * 2**20
 
@@ -157,7 +149,7 @@ def test_twemproxy_on_every_app_host_shards_over_the_cache_hosts(lab, farm, kind
         assert all(ok for ok, *_ in results), f"{app}: {results}"
     # Every key is on exactly one cache host, and each host holds some.
     held = {host: [ok for ok, *_ in run(lab, apps[0], kind,
-                                       [["get", address_of(lab, host), cache[kind]["port"], k]
+                                       [["get", lab.address(host), cache[kind]["port"], k]
                                         for k in keys])]
             for host in caches}
     assert all(sum(hits) == 1 for hits in zip(*held.values(), strict=True))
@@ -197,7 +189,7 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
         """The keys of keys that twemproxy put on the dead host."""
         results = run(lab, app, kind, [["set", "127.0.0.1", local, k] for k in keys])
         assert all(ok for ok, *_ in results), results
-        hits = run(lab, app, kind, [["get", address_of(lab, dead), port, k] for k in keys])
+        hits = run(lab, app, kind, [["get", lab.address(dead), port, k] for k in keys])
         return [k for k, (ok, *_) in zip(keys, hits, strict=True) if ok]
 
     keys = on_dead_host([f"{i}-eject-{kind}" for i in range(60)])

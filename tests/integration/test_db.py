@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import settled
 
 pytestmark = pytest.mark.lab
 
@@ -14,16 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = yaml.safe_load((REPO / "pillar/secrets/dev/db.sls").read_text())["db"]["password"]
 
 
-def hosts_with(lab, role):
-    return sorted(n for n, h in lab.state["hosts"].items() if role in h["roles"])
-
-
 @pytest.fixture(scope="module")
 def db(lab, highstate):
-    host = hosts_with(lab, "db")[0]
-    failed = [r["__id__"] for r in highstate[host] if r["result"] is not True]
-    assert not failed, f"{host}: {failed}"
-    return host
+    return settled(lab, highstate, "db")
 
 
 def sql(lab, host, query):
@@ -91,7 +85,7 @@ def test_a_bad_value_is_refused_at_render_naming_the_key(lab, db):
 def psql_on(lab, db):
     """Debian's psql installed (from the lab's local apt cache) on app1 and lb for
     these tests only; what it brought is purged afterwards."""
-    hosts = [hosts_with(lab, "app")[0], hosts_with(lab, "lb")[0]]
+    hosts = [lab.hosts_with("app")[0], lab.hosts_with("lb")[0]]
     listed = ["dpkg-query", "-W", "-f", "${Package}\\n"]
     before = {h: set(lab.exec(h, *listed).stdout.split()) for h in hosts}
     for host in hosts:

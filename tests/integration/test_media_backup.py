@@ -12,7 +12,7 @@ import os
 import time
 
 import pytest
-from test_backup import settled
+from conftest import settled
 
 pytestmark = pytest.mark.lab
 

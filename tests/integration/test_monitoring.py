@@ -39,15 +39,11 @@ print(json.dumps(out))
 """
 
 
-def monitoring_host(lab):
-    hosts = sorted(n for n, h in lab.state["hosts"].items() if "monitoring" in h["roles"])
-    assert hosts, "the lab has no host with the monitoring role"
-    return hosts[0]
-
-
 @pytest.fixture(scope="module")
 def mon(lab, highstate):
-    name = monitoring_host(lab)
+    hosts = lab.hosts_with("monitoring")
+    assert hosts, "the lab has no host with the monitoring role"
+    name = hosts[0]
     ours = [r for host in highstate for r in highstate[host]
             if r.get("__id__", "").startswith(("monitoring-", "common-vitals-"))]
     assert any(r["__id__"].startswith("monitoring-") for r in highstate[name])
@@ -62,10 +58,6 @@ def settings(lab, mon):
     highperf = lab.salt(mon, "hpd.settings", "highperf")[mon]
     monitoring = lab.salt(mon, "hpd.settings", "monitoring")[mon]
     return highperf["graphite"], monitoring
-
-
-def address_of(lab, host):
-    return lab.state["hosts"][host]["address"]
 
 
 def whisper_path(prefix, host, metric):
@@ -89,7 +81,7 @@ def test_carbon_and_graphite_web_are_running(lab, mon):
 
 def test_carbon_listens_on_the_private_address_only(lab, mon, settings):
     graphite, monitoring = settings
-    address = address_of(lab, mon)
+    address = lab.address(mon)
     listening = {}
     for line in lab.exec(mon, "ss", "-Hltnp").stdout.splitlines():
         found = re.search(r'users:\(\("([^"]+)"', line)
@@ -139,7 +131,7 @@ def test_every_host_has_every_point_of_its_vitals(lab, mon, settings):
 def test_graphite_web_renders_a_host_vitals_graph(lab, mon, settings):
     graphite, monitoring = settings
     host = sorted(lab.hosts)[0]
-    base = f"http://{address_of(lab, mon)}:{monitoring['web']['port']}/render"
+    base = f"http://{lab.address(mon)}:{monitoring['web']['port']}/render"
     target = f"{graphite['prefix']}.{host}.load.1min"
     # The lab's address straight from this machine, never through a proxy.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -189,7 +181,7 @@ def test_vitals_aggregate_by_meaning_on_carbon(lab, mon, settings):
     lines = "".join(f"{graphite['prefix']}.{host}.{leaf} 1 {now}\n" for leaf in expected)
     paths = {whisper_path(graphite["prefix"], host, leaf): leaf for leaf in expected}
     try:
-        with socket.create_connection((address_of(lab, mon), graphite["port"]), timeout=10) as s:
+        with socket.create_connection((lab.address(mon), graphite["port"]), timeout=10) as s:
             s.sendall(lines.encode())
         deadline = time.monotonic() + FILES_TIMEOUT
         while any(v is None for v in read_whisper(lab, mon, list(paths)).values()):
