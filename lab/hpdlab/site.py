@@ -1,7 +1,8 @@
 """The example site as a git repository the hosts clone.
 
     LAB_ROOT/<lab>/git/example.git   a bare repository, bound read-only into every
-                                     host at /srv/git/example.git
+                                     host at /srv/git/example.git (clone it as
+                                     file:///srv/git/example.git, as any user)
 
 `publish` commits a directory's tree on branch `main` when it differs from the
 branch head. Author, committer, date and message are fixed, so the same tree on
@@ -18,6 +19,13 @@ from hpdlab.util import REPO, LabError, run
 SITE_SOURCE = REPO / "example"
 HOST_GIT = "/srv/git/example.git"
 BRANCH = "main"
+# The repository belongs to root on the machine, and git refuses to read a
+# repository another user owns (measured: "detected dubious ownership" when the
+# app user cloned it), so every host's git trusts this one.
+HOST_GITCONFIG = f"""# Written by lab/labctl: the example site's repository, bound in read-only.
+[safe]
+\tdirectory = {HOST_GIT}
+"""
 IDENTITY = {
     "GIT_AUTHOR_NAME": "hpd lab", "GIT_AUTHOR_EMAIL": "lab@hpd.test",
     "GIT_COMMITTER_NAME": "hpd lab", "GIT_COMMITTER_EMAIL": "lab@hpd.test",
@@ -63,8 +71,8 @@ def publish(repo, tree_dir, changes=None):
         raise LabError(f"cannot publish {tree_dir}: not a directory")
     repo = init(repo)
     with tempfile.TemporaryDirectory() as tmp:
-        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git(repo, f"--work-tree={tree_dir}", "add", "-A", ".", env=index)
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(tree_dir)}
+        git(repo, "add", "-A", env=index)
         for path, text in sorted((changes or {}).items()):
             if text is None:
                 git(repo, "update-index", "--force-remove", "--", path, env=index)
