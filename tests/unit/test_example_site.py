@@ -5,6 +5,7 @@ nothing from the network. Runs the site's own tests and Django's deployment chec
 import json
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -53,12 +54,31 @@ def site_python(tmp_path_factory):
     return venv / "bin/python"
 
 
-def manage(python, *args, config=None):
+def site_env(config=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPD_", "DJANGO_"))}
     env.update(PYTHONDONTWRITEBYTECODE="1", DJANGO_LOG_LEVEL="ERROR")
     if config:
         env["HPD_SITE_CONFIG"] = str(config)
-    return subprocess.run([python, "manage.py", *args], cwd=SITE_SOURCE, env=env,
+    return env
+
+
+def write_config(tmp_path, local=False, **values):
+    """The site's settings file in `tmp_path`; with `local`, a database and a cache
+    that need no server (sqlite in `tmp_path`, the local-memory cache)."""
+    if local:
+        values = {"DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3",
+                                            "NAME": str(tmp_path / "db.sqlite3")}},
+                  "CACHES": {"default": {
+                      "BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+                  **values}
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({**SAMPLE_CONFIG, "STATIC_ROOT": str(tmp_path / "static"),
+                                **values}))
+    return path
+
+
+def manage(python, *args, config=None):
+    return subprocess.run([python, "manage.py", *args], cwd=SITE_SOURCE, env=site_env(config),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -76,15 +96,15 @@ def test_the_sites_own_tests_pass(site_python):
     assert re.search(r"Ran [1-9]\d* tests", out.stderr)
 
 
-def test_the_migrations_match_the_models(site_python):
-    out = manage(site_python, "makemigrations", "--check", "--dry-run")
+def test_the_migrations_match_the_models(site_python, tmp_path):
+    out = manage(site_python, "makemigrations", "--check", "--dry-run",
+                 config=write_config(tmp_path, local=True))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_the_deployment_check_passes_with_the_farms_settings(site_python, tmp_path):
-    config = tmp_path / "site.json"
-    config.write_text(json.dumps({**SAMPLE_CONFIG, "STATIC_ROOT": str(tmp_path / "static")}))
-    out = manage(site_python, "check", "--deploy", "--fail-level", "WARNING", config=config)
+    out = manage(site_python, "check", "--deploy", "--fail-level", "WARNING",
+                 config=write_config(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -94,3 +114,32 @@ def test_the_deployment_check_fails_on_development_settings(site_python):
     assert out.returncode != 0
     assert "security.W018" in out.stderr  # DEBUG
     assert "security.W009" in out.stderr  # SECRET_KEY
+
+
+def test_a_worker_runs_the_job_the_command_enqueues(site_python, tmp_path):
+    """A real Celery worker of the site's app; the broker is kombu's file-system
+    transport here (redis in the farm), the database sqlite."""
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    config = write_config(tmp_path, local=True, CELERY_BROKER_URL="filesystem://",
+                          CELERY_BROKER_TRANSPORT_OPTIONS={
+                              "data_folder_in": str(queue), "data_folder_out": str(queue),
+                              "control_folder": str(tmp_path / "control")})
+    assert manage(site_python, "migrate", "-v0", config=config).returncode == 0
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [site_python, "-m", "celery", "-A", "hpdexample", "worker", "--pool", "solo"],
+            cwd=SITE_SOURCE, env=site_env(config), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        out = manage(site_python, "enqueue_job", "--token", "job-1", "--wait", "60",
+                     config=config)
+    finally:
+        worker.send_signal(signal.SIGTERM)  # warm shutdown
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    assert out.returncode == 0, out.stderr + (tmp_path / "worker.log").read_text()
+    assert out.stdout.splitlines() == ["job-1", f"done on {os.uname().nodename} by release "
+                                       f"{SITE_SOURCE.name}"]

@@ -113,10 +113,13 @@ class SettingsModuleTests(SimpleTestCase):
     """The settings module itself, loaded in a fresh Python as uWSGI would."""
 
     def settings_in(self, site, **environ):
+        """The settings imported from `site` through the import path (as uWSGI's
+        pythonpath does), from another directory (a cwd is always a real path)."""
         env = {k: v for k, v in os.environ.items()
                if k not in ("HPD_SITE_CONFIG", "DJANGO_LOG_LEVEL")}
-        env.update(DJANGO_SETTINGS_MODULE="hpdexample.settings", **environ)
-        out = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=site, env=env,
+        env.update(DJANGO_SETTINGS_MODULE="hpdexample.settings", PYTHONPATH=str(site),
+                   **environ)
+        out = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd="/", env=env,
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         return json.loads(out.stdout)
