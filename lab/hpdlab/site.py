@@ -4,8 +4,8 @@
                                      host at /srv/git/example.git (clone it as
                                      file:///srv/git/example.git, as any user)
 
-`publish` commits a directory's tree on branch `main` when it differs from the
-branch head. Author, committer, date and message are fixed, so the same tree on
+`publish` commits a directory's tree on a branch (`main` unless told) when it
+differs from the branch head. Author, committer, date and message are fixed, so the same tree on
 the same head always makes the same commit (the same sha in every lab).
 """
 
@@ -54,18 +54,18 @@ def init(repo):
     return repo
 
 
-def head(repo):
-    """The sha of branch main, or None before the first publish."""
+def head(repo, branch=BRANCH):
+    """The sha of `branch`, or None before its first publish."""
     try:
-        return git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{BRANCH}")
+        return git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}")
     except subprocess.CalledProcessError:
         return None
 
 
-def publish(repo, tree_dir, changes=None):
+def publish(repo, tree_dir, changes=None, branch=BRANCH):
     """Commit the files of `tree_dir` (less what its .gitignore leaves out), with
-    `changes` ({path in the tree: new text, or None to remove it}) on top, on main
-    when they differ from main's tree; main's sha either way."""
+    `changes` ({path in the tree: new text, or None to remove it}) on top, on
+    `branch` when they differ from its head's tree; the branch's sha either way."""
     tree_dir = Path(tree_dir)
     if not tree_dir.is_dir():
         raise LabError(f"cannot publish {tree_dir}: not a directory")
@@ -82,13 +82,13 @@ def publish(repo, tree_dir, changes=None):
             blob = git(repo, "hash-object", "-w", "--stdin", input=text)
             git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=index)
         tree = git(repo, "write-tree", env=index)
-    parent = head(repo)
+    parent = head(repo, branch)
     if parent and git(repo, "rev-parse", f"{parent}^{{tree}}") == tree:
         return parent
     message = "Publish the example site" + (
         f" with changes to {', '.join(sorted(changes))}" if changes else "")
     commit = git(repo, "commit-tree", tree, *(["-p", parent] if parent else []),
                  "-m", message, env=IDENTITY)
-    # Moves main only from the head read above: a concurrent publish fails here.
-    git(repo, "update-ref", f"refs/heads/{BRANCH}", commit, parent or "0" * 40)
+    # Moves the branch only from the head read above: a concurrent publish fails here.
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, parent or "0" * 40)
     return commit

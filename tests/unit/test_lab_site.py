@@ -73,6 +73,15 @@ def test_changes_go_on_top_of_the_tree_without_touching_it(tmp_path, tree):
     assert files(repo, site.publish(repo, tree))["pkg/mod.py"] == ("100644", "A = 1")
 
 
+def test_a_revision_on_another_branch_leaves_main_alone(tmp_path, tree):
+    repo = tmp_path / "example.git"
+    main = site.publish(repo, tree)
+    other = site.publish(repo, tree, {"pkg/mod.py": "A = 4\n"}, branch="rev-b")
+    assert site.head(repo) == main
+    assert site.head(repo, "rev-b") == other
+    assert files(repo, "rev-b")["pkg/mod.py"] == ("100644", "A = 4")
+
+
 def test_a_missing_directory_is_refused_and_changes_nothing(tmp_path, tree):
     repo = tmp_path / "example.git"
     sha = site.publish(repo, tree)
@@ -87,7 +96,7 @@ def test_main_moves_only_from_the_head_publish_read(tmp_path, tree, monkeypatch)
     first = site.publish(repo, tree)
     (tree / "pkg/mod.py").write_text("A = 2\n")
     other = site.publish(repo, tree)
-    monkeypatch.setattr(site, "head", lambda r: first)  # read before `other` landed
+    monkeypatch.setattr(site, "head", lambda repo, branch: first)  # read before `other` landed
     (tree / "pkg/mod.py").write_text("A = 3\n")
     with pytest.raises(subprocess.CalledProcessError):
         site.publish(repo, tree)
