@@ -5,8 +5,9 @@
                                      file:///srv/git/example.git, as any user)
 
 `publish` commits a directory's tree on a branch (`main` unless told) when it
-differs from the branch head. Author, committer, date and message are fixed, so the same tree on
-the same head always makes the same commit (the same sha in every lab).
+differs from the branch head. Author, committer, date and message are fixed, so
+the same tree on the same head always makes the same commit (the same sha in
+every lab).
 """
 
 import os

@@ -14,7 +14,7 @@ def host(lab):
     """An app host (the hosts that deploy the site) with git."""
     name = lab.hosts_with("app")[0]
     installed = lab.salt(name, "pkg.install", "git", "refresh=True")[name]
-    assert "git" in installed or installed == {}, installed
+    assert isinstance(installed, dict) and ("git" in installed or installed == {}), installed
     return name
 
 
