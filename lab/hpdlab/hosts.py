@@ -92,6 +92,7 @@ class Hosts:
         (root / "etc/machine-id").write_text("")
         self.write_hosts_file(state, root)
         (root / "etc/apt/sources.list.d/debian.sources").write_text(HOST_APT_SOURCES)
+        (root / "etc/gitconfig").write_text(site.HOST_GITCONFIG)
         network = root / "etc/systemd/network/10-host0.network"
         network.write_text(NETWORK_FILE.format(
             address=host["address"], prefix=ipaddress.ip_network(state["subnet"]).prefixlen))

@@ -152,12 +152,12 @@ class Lab(Master, hosts.Hosts):
             raise
         return state, started
 
-    def publish_site(self, tree_dir=site.SITE_SOURCE, changes=None):
+    def publish_site(self, tree_dir=site.SITE_SOURCE, changes=None, branch=site.BRANCH):
         """Commit `tree_dir` (default example/), with `changes` ({path: text, or None
-        to remove it}), on the site repository's main when it differs from main's
-        head; main's sha."""
-        sha = site.publish(self.site_repo, tree_dir, changes)
-        log(f"example site: main is {sha[:12]}")
+        to remove it}), on `branch` of the site repository when it differs from the
+        branch head; the branch's sha."""
+        sha = site.publish(self.site_repo, tree_dir, changes, branch)
+        log(f"example site: {branch} is {sha[:12]}")
         return sha
 
     def wait_ready(self, state, started):

@@ -1,11 +1,13 @@
 """The example site as a git repository the hosts clone.
 
     LAB_ROOT/<lab>/git/example.git   a bare repository, bound read-only into every
-                                     host at /srv/git/example.git
+                                     host at /srv/git/example.git (clone it as
+                                     file:///srv/git/example.git, as any user)
 
-`publish` commits a directory's tree on branch `main` when it differs from the
-branch head. Author, committer, date and message are fixed, so the same tree on
-the same head always makes the same commit (the same sha in every lab).
+`publish` commits a directory's tree on a branch (`main` unless told) when it
+differs from the branch head. Author, committer, date and message are fixed, so
+the same tree on the same head always makes the same commit (the same sha in
+every lab).
 """
 
 import os
@@ -18,6 +20,13 @@ from hpdlab.util import REPO, LabError, run
 SITE_SOURCE = REPO / "example"
 HOST_GIT = "/srv/git/example.git"
 BRANCH = "main"
+# The repository belongs to root on the machine, and git refuses to read a
+# repository another user owns (measured: "detected dubious ownership" when the
+# app user cloned it), so every host's git trusts this one.
+HOST_GITCONFIG = f"""# Written by lab/labctl: the example site's repository, bound in read-only.
+[safe]
+\tdirectory = {HOST_GIT}
+"""
 IDENTITY = {
     "GIT_AUTHOR_NAME": "hpd lab", "GIT_AUTHOR_EMAIL": "lab@hpd.test",
     "GIT_COMMITTER_NAME": "hpd lab", "GIT_COMMITTER_EMAIL": "lab@hpd.test",
@@ -46,25 +55,25 @@ def init(repo):
     return repo
 
 
-def head(repo):
-    """The sha of branch main, or None before the first publish."""
+def head(repo, branch=BRANCH):
+    """The sha of `branch`, or None before its first publish."""
     try:
-        return git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{BRANCH}")
+        return git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}")
     except subprocess.CalledProcessError:
         return None
 
 
-def publish(repo, tree_dir, changes=None):
+def publish(repo, tree_dir, changes=None, branch=BRANCH):
     """Commit the files of `tree_dir` (less what its .gitignore leaves out), with
-    `changes` ({path in the tree: new text, or None to remove it}) on top, on main
-    when they differ from main's tree; main's sha either way."""
+    `changes` ({path in the tree: new text, or None to remove it}) on top, on
+    `branch` when they differ from its head's tree; the branch's sha either way."""
     tree_dir = Path(tree_dir)
     if not tree_dir.is_dir():
         raise LabError(f"cannot publish {tree_dir}: not a directory")
     repo = init(repo)
     with tempfile.TemporaryDirectory() as tmp:
-        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git(repo, f"--work-tree={tree_dir}", "add", "-A", ".", env=index)
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(tree_dir)}
+        git(repo, "add", "-A", env=index)
         for path, text in sorted((changes or {}).items()):
             if text is None:
                 git(repo, "update-index", "--force-remove", "--", path, env=index)
@@ -74,13 +83,13 @@ def publish(repo, tree_dir, changes=None):
             blob = git(repo, "hash-object", "-w", "--stdin", input=text)
             git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=index)
         tree = git(repo, "write-tree", env=index)
-    parent = head(repo)
+    parent = head(repo, branch)
     if parent and git(repo, "rev-parse", f"{parent}^{{tree}}") == tree:
         return parent
     message = "Publish the example site" + (
         f" with changes to {', '.join(sorted(changes))}" if changes else "")
     commit = git(repo, "commit-tree", tree, *(["-p", parent] if parent else []),
                  "-m", message, env=IDENTITY)
-    # Moves main only from the head read above: a concurrent publish fails here.
-    git(repo, "update-ref", f"refs/heads/{BRANCH}", commit, parent or "0" * 40)
+    # Moves the branch only from the head read above: a concurrent publish fails here.
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, parent or "0" * 40)
     return commit
