@@ -9,7 +9,7 @@ sits in Jinja.
 Release layout under ``common:app_root`` (``/srv/hpd``)::
 
     releases/<release id>/     the site's code at one commit (user hpd)
-        venv -> ../../venvs/<key>   its virtualenv (see ``venv_key``)
+        venv -> /srv/hpd/venvs/<key>   its virtualenv (see ``venv_key``)
         <site:static_dir>/          collectstatic's output (app hosts)
     venvs/<key>/               one virtualenv per requirements.txt and Python
     current -> releases/<id>   what uWSGI and the workers run (switched atomically)
@@ -57,8 +57,11 @@ def broker_url(broker, cache_peers, redis):
     cache role's redis port (``redis``: pillar ``cache:redis``). None when there
     is no such host.
     """
-    host = broker["host"] or (sorted(cache_peers or [])[:1] or [None])[0]
-    if host is None or not (broker["host"] or redis["enabled"]):
+    if broker["host"]:
+        host = broker["host"]
+    elif redis["enabled"] and cache_peers:
+        host = sorted(cache_peers)[0]
+    else:
         return None
     port = broker["port"] or redis["port"]
     return f"redis://{host}:{port}/{broker['database']}"
