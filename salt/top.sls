@@ -21,3 +21,9 @@ base:
   'hpd:roles:backup':
     - match: pillar
     - backup
+  'hpd:roles:lb':
+    - match: pillar
+    - lb
+  'hpd:roles:varnish':
+    - match: pillar
+    - varnish

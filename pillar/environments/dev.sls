@@ -6,3 +6,8 @@ highperf:
     # Short, so a test sees a few points within a minute.
     interval: 5
     timeout: 2
+varnish:
+  # The naked domain to www.
+  redirects:
+    - host: hpd.test
+      location: https://www.hpd.test
