@@ -18,6 +18,11 @@ base:
     - match: pillar
     - twemproxy
     - backup.media_source
+    - app
+  'hpd:roles:worker':
+    - match: pillar
+    - twemproxy
+    - worker
   'hpd:roles:backup':
     - match: pillar
     - backup

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from hpdlab import cgroups
+from hpdlab import cgroups, site
 from hpdlab.master import write_key_pair
 from hpdlab.util import VENV, LabError, is_process, log, run
 
@@ -69,7 +69,8 @@ def boot_failure(console_log):
 
 
 class Hosts:
-    """The host half of a Lab (needs self.name, self.dir, self.bridge, self.master_dir)."""
+    """The host half of a Lab (needs self.name, self.dir, self.bridge, self.master_dir,
+    self.site_repo)."""
 
     def host_dir(self, name):
         return self.dir / "hosts" / name
@@ -91,6 +92,7 @@ class Hosts:
         (root / "etc/machine-id").write_text("")
         self.write_hosts_file(state, root)
         (root / "etc/apt/sources.list.d/debian.sources").write_text(HOST_APT_SOURCES)
+        (root / "etc/gitconfig").write_text(site.HOST_GITCONFIG)
         network = root / "etc/systemd/network/10-host0.network"
         network.write_text(NETWORK_FILE.format(
             address=host["address"], prefix=ipaddress.ip_network(state["subnet"]).prefixlen))
@@ -105,6 +107,7 @@ class Hosts:
             f"--bind-ro={VENV}",
             f"--bind-ro={archives}:{HOST_DEBS}",
             f"--bind-ro={wheelhouse}:{HOST_WHEELHOUSE}",
+            f"--bind-ro={self.site_repo}:{site.HOST_GIT}",
         ]
 
     def write_hosts_file(self, state, root):

@@ -5,6 +5,7 @@
                                 cgroups and overlay mount, and the base it uses
     LAB_ROOT/<lab>/master/      the master's root_dir (config, keys, inventory, logs)
     LAB_ROOT/<lab>/hosts/<h>/   a host's overlay (upper, work, root) and nspawn.log
+    LAB_ROOT/<lab>/git/         the example site's repository (hpdlab/site.py)
 
 `down` removes exactly what the state records, carries on through every step,
 and reports every error at the end.
@@ -18,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from hpdlab import base, cgroups, hosts, util
+from hpdlab import base, cgroups, hosts, site, util
 from hpdlab.master import Master
 from hpdlab.util import LabError, is_alive, is_process, kill_quietly, log, run, timed_out, wait_for
 
@@ -54,6 +55,7 @@ class Lab(Master, hosts.Hosts):
         self.dir = util.LAB_ROOT / name
         self.state_file = self.dir / "state.json"
         self.master_dir = self.dir / "master"
+        self.site_repo = self.dir / "git" / "example.git"
 
     # state ------------------------------------------------------------------
     def load(self):
@@ -115,6 +117,7 @@ class Lab(Master, hosts.Hosts):
         hosts.raise_machine_limits(len(state["hosts"]))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save(state)
+        self.publish_site()
         started = []
         try:
             with base.built() as (base_dir, archives, wheelhouse):
@@ -148,6 +151,14 @@ class Lab(Master, hosts.Hosts):
                 log(str(exc))
             raise
         return state, started
+
+    def publish_site(self, tree_dir=site.SITE_SOURCE, changes=None, branch=site.BRANCH):
+        """Commit `tree_dir` (default example/), with `changes` ({path: text, or None
+        to remove it}), on `branch` of the site repository when it differs from the
+        branch head; the branch's sha."""
+        sha = site.publish(self.site_repo, tree_dir, changes, branch)
+        log(f"example site: {branch} is {sha[:12]}")
+        return sha
 
     def wait_ready(self, state, started):
         """Wait until the `started` hosts' minions have started, then until every

@@ -6,6 +6,8 @@ highperf:
     # Short, so a test sees a few points within a minute.
     interval: 5
     timeout: 2
+site:
+  domains: [www.hpd.test, hpd.test]
 varnish:
   # The naked domain to www.
   redirects:

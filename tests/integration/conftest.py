@@ -57,6 +57,14 @@ class LabHandle:
     def salt_run(self, *args, timeout=900):
         return self.salt(*args, program="salt-run", timeout=timeout)
 
+    def publish_site(self, tree=labctl.SITE_SOURCE, changes=None, branch="main"):
+        """Publish a revision of the example site on `branch` of the repository the
+        hosts clone (file:///srv/git/example.git): the files of `tree` (a directory,
+        default example/) with `changes` ({path: new text, or None to remove it}).
+        Returns its commit's sha (the branch head's when nothing differs)."""
+        with self.lab.locked():
+            return self.lab.publish_site(tree, changes, branch)
+
     def exec(self, host, *cmd, check=True):
         """Run a command in a host; its CompletedProcess (text)."""
         return self.lab.exec_in(self.state, host, list(cmd), check=check,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hpdlab import base, cgroups, hosts, lab, util
+from hpdlab import base, cgroups, hosts, lab, site, util
 
 
 @pytest.fixture
@@ -201,6 +201,7 @@ class FakeLab(lab.Lab):
     whose master and bridge are left out; the third host fails to prepare."""
 
     recorded = None
+    site_head = None
 
     def master_pid(self):
         return None
@@ -219,6 +220,8 @@ class FakeLab(lab.Lab):
 
     def prepare_host(self, state, name, base_dir, archives, wheelhouse):
         self.host_dir(name).mkdir(parents=True, exist_ok=True)
+        if name == "a":
+            FakeLab.site_head = site.head(self.site_repo)
         if name == "c":
             FakeLab.recorded = json.loads(self.state_file.read_text())["hosts"]
             raise util.LabError(f"{name} would not boot")
@@ -236,7 +239,9 @@ def fake_nspawn(directory):
     return exe
 
 
-def test_up_records_each_host_as_it_starts_and_stops_them_on_error(lab_root, monkeypatch):
+@pytest.fixture
+def failed_up(lab_root, monkeypatch):
+    """`up` of FakeLab's three hosts, which fails at the third."""
     monkeypatch.setattr(hosts, "raise_machine_limits", lambda n: [])
     monkeypatch.setattr(base, "built", lambda: _paths(lab_root))
     monkeypatch.setattr(cgroups, "cgroup_mode", lambda: "hybrid")
@@ -247,10 +252,18 @@ def test_up_records_each_host_as_it_starts_and_stops_them_on_error(lab_root, mon
         for i, n in enumerate(("a", "b", "c"))}}
     with pytest.raises(util.LabError, match="c would not boot"):
         FakeLab("t").up(spec)
+
+
+def test_up_records_each_host_as_it_starts_and_stops_them_on_error(lab_root, failed_up):
     pids = [FakeLab.recorded[n].get("pid") for n in ("a", "b")]
     assert all(pids), FakeLab.recorded  # in the state file while the next host started
     assert not any(util.is_alive(p) for p in pids)  # stopped by up's clean-up
     assert not (lab_root / "t").exists()
+
+
+def test_up_publishes_the_example_site_before_any_host_starts(tmp_path, failed_up):
+    """Hosts bind the repository in, so main holds example/ before the first boots."""
+    assert FakeLab.site_head == site.publish(tmp_path / "same.git", site.SITE_SOURCE)
 
 
 class _paths:

@@ -61,15 +61,19 @@ def test_a_host_gets_the_secrets_files_of_its_own_roles_only(tmp_path, env):
             minion)
 
 
-def test_the_app_and_worker_hosts_read_the_db_pillar_and_app_hosts_the_media_rsync_one(tmp_path):
-    # They connect to the database as db:user with db:password; the app hosts'
-    # rsync daemon admits the backup host with media_rsync:password; nothing else
-    # (the lb host: its own TLS key only).
+def test_the_app_and_worker_hosts_read_the_db_and_site_pillars_and_app_hosts_media_rsync(
+        tmp_path):
+    # They connect to the database as db:user with db:password and sign with
+    # site:secret_key; the app hosts' rsync daemon admits the backup host with
+    # media_rsync:password; nothing else (the lb reads the site's domains from
+    # the environment's pillar, never its key; it gets its own TLS key only).
     inventory = {"app1": {"roles": ["app"], "env": "dev"},
                  "worker1": {"roles": ["worker"], "env": "dev"},
-                 "lb": {"roles": ["lb"], "env": "dev"}}
-    for minion, expected in [("app1", ["secrets.dev.db", "secrets.dev.media_rsync"]),
-                             ("worker1", ["secrets.dev.db"]), ("lb", ["secrets.dev.lb"])]:
+                 "lb": {"roles": ["lb", "varnish"], "env": "dev"}}
+    for minion, expected in [("app1", ["secrets.dev.db", "secrets.dev.media_rsync",
+                                       "secrets.dev.site"]),
+                             ("worker1", ["secrets.dev.db", "secrets.dev.site"]),
+                             ("lb", ["secrets.dev.lb"])]:
         optional, required = blocks(render_top(tmp_path, inventory, minion))
         assert [n for n in required if n.startswith("secrets.")] == expected, minion
         assert ("db" in optional) == (minion != "lb"), minion

@@ -1,0 +1,23 @@
+{#- Release step 5: `current` points to the release, switched in one rename (a
+    request never finds it missing); only a complete release: its virtualenv
+    built and, on app hosts, its static files collected. uWSGI and the workers
+    serve it after app.reload and worker.restart. A rollback is this step with
+    deploy:release naming the earlier release. #}
+{%- from tpldir ~ "/map.jinja" import site, paths, roles with context %}
+{%- from tpldir ~ "/release.jinja" import release_dir with context %}
+
+site-release-complete:
+  file.exists:
+    - names:
+      - {{ release_dir }}/venv/.hpd-complete
+{%- if 'app' in roles %}
+      - {{ release_dir }}/{{ site.static_dir }}/staticfiles.json
+{%- endif %}
+
+site-release-current-switched:
+  file.symlink:
+    - name: {{ paths.current }}
+    - target: {{ release_dir }}
+    - atomic: True
+    - require:
+      - file: site-release-complete

@@ -1,0 +1,11 @@
+{#- Release step 7 on worker hosts (after every app host switched): each
+    worker restarted in turn, gracefully: its running job finishes, then it
+    starts on the release `current` points to. #}
+{%- from tpldir ~ "/map.jinja" import units with context %}
+{%- for name in units %}
+
+worker-{{ name }}-restarted:
+  module.run:
+    - service.restart:
+      - name: {{ name }}
+{%- endfor %}
