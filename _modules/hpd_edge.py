@@ -10,6 +10,10 @@ and the Salt mine, and the values Varnish's VCL is written from.
 ``hpd_edge.vcl``
     regular expressions, ACL entries and redirects for the VCL template, from
     the varnish role's settings.
+``hpd_edge.error_page`` / ``hpd_edge.site_error_page``
+    the site's error page (what its ``generate_500_html`` renders into the
+    release ``current`` points to): published to the mine by each app host,
+    read from it by the varnish hosts.
 
 The computations are plain functions of plain data (the ``_``-prefixed
 helpers); the public functions only read pillar, the mine and a file.
@@ -18,7 +22,9 @@ helpers); the public functions only read pillar, the mine and a file.
 import ipaddress
 import json
 import logging
+import os
 import re
+import time
 
 from salt.exceptions import CommandExecutionError
 
@@ -26,8 +32,12 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "hpd_edge"
 
-#: The mine function every host publishes its addresses under (pillar/common/init.sls).
+#: The mine functions every host publishes (pillar/common/init.sls): its addresses,
+#: and the site's error page where the site runs.
 MINE_FUNCTION = "hpd_addresses"
+ERROR_PAGE_FUNCTION = "hpd_error_page"
+#: The error page's name in a release (salt/varnish/error_page.sls writes it).
+ERROR_PAGE = "500.html"
 
 
 def __virtual__():
@@ -141,7 +151,15 @@ def _redirect(rule):
     }
 
 
-def _vcl(varnish):
+def _drop(exts, static_prefix):
+    if not exts:
+        return None
+    # The site's own static files (when uWSGI serves them) are not dropped.
+    outside = f"(?!{re.escape(static_prefix)})" if static_prefix else ""
+    return f"(?i)^{outside}[^?]*\\.({_regex_alternatives(exts)})(\\?|$)"
+
+
+def _vcl(varnish, static_prefix=None):
     """Pure computation behind :func:`vcl`."""
     exts = varnish["drop_extensions"]
     cookies = varnish["pass_cookies"]
@@ -149,7 +167,7 @@ def _vcl(varnish):
     bypass = varnish["bypass_parameter"]
     return {
         "acl": [_acl_entry(e) for e in varnish["purge_acl"]],
-        "drop": f"(?i)\\.({_regex_alternatives(exts)})(\\?|$)" if exts else None,
+        "drop": _drop(exts, static_prefix),
         "pass_cookie": f"(^|;\\s*)({_regex_alternatives(cookies)})=" if cookies else None,
         "pass_path": f"^({_regex_alternatives(paths)})" if paths else None,
         "bypass": f"[?&]{re.escape(bypass)}(=|&|$)" if bypass else None,
@@ -157,7 +175,7 @@ def _vcl(varnish):
     }
 
 
-def vcl(settings):
+def vcl(settings, static_url=None):
     """
     What the VCL template writes from the varnish role's settings (pillar
     ``varnish`` with its defaults, as ``hpd.settings`` returns it):
@@ -168,7 +186,8 @@ def vcl(settings):
         regular expressions for ``req.url`` / ``req.http.Cookie`` (None when
         their list is empty): a request for an extension the app never serves,
         a logged-in visitor's cookie, a path never cached, the cache-bypass
-        query parameter.
+        query parameter. ``static_url`` (pillar site:static_url): when it is a
+        path, the app serves its static files there, and they are not dropped.
     ``redirects``
         ``condition``, ``location`` (VCL expressions) and ``status`` of each
         redirect, in order.
@@ -179,4 +198,65 @@ def vcl(settings):
 
         salt lb hpd_edge.vcl "$(salt-call --out=json hpd.settings varnish)"
     """
-    return _vcl(settings)
+    prefix = static_url if static_url and static_url.startswith("/") else None
+    return _vcl(settings, prefix)
+
+
+def error_page(app_root=None):
+    """
+    The site's error page in the release ``<app_root>/current`` points to (what
+    salt/varnish/error_page.sls renders there with the site's
+    ``generate_500_html``), or None where there is none: the mine function
+    ``hpd_error_page`` every host publishes. ``app_root``: pillar
+    common:app_root by default.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_edge.error_page
+    """
+    root = app_root or __salt__["hpd.settings"]("common")["app_root"]
+    try:
+        with open(os.path.join(root, "current", ERROR_PAGE), encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _first_page(peers, mined):
+    """The page of the first peer (by name) that published one, or None."""
+    for peer in sorted(peers):
+        page = (mined or {}).get(peer)
+        if isinstance(page, str) and page.strip():
+            return page
+    return None
+
+
+def site_error_page(wait=0, role="app", interval=5):
+    """
+    The site's error page as the app hosts of this host's environment publish
+    it to the mine (``hpd_error_page``; the first host by name that has one),
+    or None. With none published yet (a farm's first highstate, while the app
+    hosts build their first release), ask again every ``interval`` seconds for
+    up to ``wait`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_edge.site_error_page
+    """
+    peers = ((__pillar__.get("hpd") or {}).get("peers") or {}).get(role) or []
+    if not peers:
+        return None
+    deadline = time.monotonic() + float(wait)
+    while True:
+        page = _first_page(peers, __salt__["mine.get"](peers, ERROR_PAGE_FUNCTION,
+                                                       tgt_type="list"))
+        if page is not None or time.monotonic() >= deadline:
+            if page is None:
+                log.warning("hpd_edge: no app host (%s) published the site's error page (%s)",
+                            ", ".join(sorted(peers)), ERROR_PAGE_FUNCTION)
+            return page
+        time.sleep(interval)

@@ -19,6 +19,7 @@ base:
     - twemproxy
     - backup.media_source
     - app
+    - varnish.error_page
   'hpd:roles:worker':
     - match: pillar
     - twemproxy

@@ -30,8 +30,8 @@ lb-tls-certificate-managed:
   x509.certificate_managed:
     - name: {{ haproxy.cert_file }}
     - signing_private_key: {{ haproxy.key_file }}
-    - CN: {{ haproxy.site.domains[0] }}
-    - subjectAltName: {{ haproxy.site.domains | map('regex_replace', '^', 'DNS:') | join(', ') }}
+    - CN: {{ haproxy.domains[0] }}
+    - subjectAltName: {{ haproxy.domains | map('regex_replace', '^', 'DNS:') | join(', ') }}
     - basicConstraints: critical, CA:false
     - days_valid: 365
     - days_remaining: 30
@@ -109,7 +109,7 @@ lb-haproxy-config-file-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: /usr/sbin/haproxy -c -q -f
+    - check_cmd: /usr/sbin/haproxy -c -f
     - require:
       - pkg: lb-haproxy-package-installed
       - lb-tls-key-managed

@@ -22,13 +22,18 @@ varnish-unit-daemon-reloaded:
     - onchanges:
       - file: varnish-unit-override-managed
 
-{#- What vcl_backend_error serves: the site's error page; until the first one
-    comes, a plain page of our own. #}
+{#- What vcl_backend_error serves: the site's error page, as the app hosts
+    publish it (salt/varnish/error_page.sls); until one has, a plain page of our
+    own, and the page Varnish has when none answers. #}
 varnish-error-page-file-managed:
   file.managed:
     - name: {{ server.error_page }}
+{%- if server.error_page_html %}
+    - contents: {{ server.error_page_html | yaml_dquote }}
+{%- else %}
     - source: salt://{{ tpldir }}/files/error.html
     - replace: False
+{%- endif %}
     - user: root
     - group: root
     - mode: '0644'

@@ -123,6 +123,79 @@ def test_app_pool_of_an_environment_without_app_hosts_is_empty(loaded):
 
 
 # ---------------------------------------------------------------------------
+# The site's error page
+# ---------------------------------------------------------------------------
+
+
+def test_an_app_host_publishes_the_page_of_its_current_release(tmp_path):
+    release = tmp_path / "releases" / "r1"
+    release.mkdir(parents=True)
+    (tmp_path / "current").symlink_to(release)
+    assert EDGE.error_page(str(tmp_path)) is None
+    (release / "500.html").write_text("<h1>Something went wrong</h1>")
+    assert EDGE.error_page(str(tmp_path)) == "<h1>Something went wrong</h1>"
+
+
+def test_the_first_app_host_by_name_with_a_page_gives_it():
+    mined = {"app2": "<p>two</p>", "app1": None, "app3": "<p>three</p>", "lb": "<p>no</p>"}
+    assert EDGE._first_page(["app3", "app2", "app1"], mined) == "<p>two</p>"
+    assert EDGE._first_page(["app1"], mined) is None
+    assert EDGE._first_page(["app1"], {"app1": "  \n"}) is None
+
+
+class Clock:
+    """time.monotonic and time.sleep for a module under test, without waiting."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def waiting(loaded, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(loaded.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(loaded.time, "sleep", clock.sleep)
+    answers = []
+
+    def mine_get(tgt, fun, tgt_type):
+        loaded.calls.append((tgt, fun, tgt_type))
+        return answers.pop(0) if answers else {}
+
+    loaded.__salt__ = {"mine.get": mine_get}
+    loaded.answers = answers
+    loaded.clock = clock
+    return loaded
+
+
+def test_the_varnish_host_waits_for_the_first_page_published(waiting):
+    waiting.answers.extend([{}, {"app1": None}, {"app2": "<p>page</p>"}])
+    assert waiting.site_error_page(wait=60, interval=5) == "<p>page</p>"
+    assert waiting.clock.slept == [5, 5]
+    assert waiting.calls[0] == (["app1", "app2"], "hpd_error_page", "list")
+
+
+def test_the_varnish_host_gives_up_after_the_wait(waiting):
+    assert waiting.site_error_page(wait=12, interval=5) is None
+    assert waiting.clock.now >= 12 and len(waiting.calls) == 4
+
+
+def test_no_wait_asks_once_and_no_app_host_asks_nothing(waiting):
+    assert waiting.site_error_page() is None
+    assert len(waiting.calls) == 1 and waiting.clock.slept == []
+    waiting.__pillar__ = {"hpd": {"peers": {"lb": ["lb"]}}}
+    assert waiting.site_error_page(wait=60) is None
+    assert len(waiting.calls) == 1
+
+
+# ---------------------------------------------------------------------------
 # The VCL's values
 # ---------------------------------------------------------------------------
 
@@ -138,6 +211,18 @@ def test_the_default_settings_drop_static_files_only():
         assert matches(drop, url), url
     for url in ["/", "/css/", "/accounts/login/", "/search/?q=site.css&x=1", "/jsx"]:
         assert not matches(drop, url), url
+
+
+def test_static_files_the_app_serves_itself_are_not_dropped():
+    # site:static_url a path: uWSGI serves the release's static files there.
+    drop = EDGE.vcl(varnish_settings(), "/static/")["drop"]
+    for url in ["/static/site.css", "/static/hpdexample/site.4f3a.js?v=1"]:
+        assert not matches(drop, url), url
+    for url in ["/favicon.ico", "/wp-content/x.png", "/static.css", "/a/static/x.js"]:
+        assert matches(drop, url), url
+    # A CDN's URL: nothing of the site's is served here.
+    assert EDGE.vcl(varnish_settings(), "https://cdn.example.com/s/")["drop"] == \
+        EDGE.vcl(varnish_settings())["drop"]
 
 
 def test_the_default_settings_pass_logged_in_visitors_and_their_paths():
