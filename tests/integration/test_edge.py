@@ -6,20 +6,18 @@ haproxy's app pool -> uWSGI on app1/app2. Tests that break something (uWSGI
 stopped, a bad pillar) put it back.
 """
 
-import http.client
 import json
 import re
 import ssl
 import time
-import urllib.parse
 import uuid
 
 import pytest
 from conftest import settled
+from hpdlab.web import DOMAIN, fetch, login
 
 pytestmark = pytest.mark.lab
 
-DOMAIN = "www.hpd.test"  # pillar site:domains in dev (environments/dev.sls)
 TOOL = "/usr/local/sbin/hpd-haproxy"
 MANAGE = "/usr/local/sbin/example-manage"  # the site's manage.py (salt/site)
 UWSGI = "uwsgi-emperor"
@@ -32,24 +30,6 @@ def lb(lab, highstate):
     """The lb host (settled: its first highstate failed nothing) and its address."""
     host = settled(lab, highstate, "lb")
     return host, lab.address(host)
-
-
-def fetch(address, path="/", host=DOMAIN, method="GET", headers=None, body=None, tls=True):
-    """One request straight to `address` (no proxy), Host `host`: (status, headers with
-    lower-case names, body text)."""
-    if tls:
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(address, 443, timeout=30, context=context)
-    else:
-        conn = http.client.HTTPConnection(address, 80, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
-        response = conn.getresponse()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                response.read().decode(errors="replace"))
-    finally:
-        conn.close()
 
 
 def purge(lab, host, address, path="/"):
@@ -144,21 +124,13 @@ def test_files_the_app_never_serves_are_answered_by_varnish(lb):
 
 
 def test_a_logged_in_visitor_passes_to_django(lab, lb):
-    host, address = lb
+    _, address = lb
     app = lab.hosts_with("app")[0]
     password = uuid.uuid4().hex
     lab.exec(app, "env", f"HPD_USER_PASSWORD={password}", MANAGE, "ensure_user", "edgetest")
-    status, headers, page = fetch(address, "/accounts/login/")
+    status, headers, _ = fetch(address, "/accounts/login/")
     assert status == 200 and headers["x-cache"] == "miss"
-    csrf = re.search(r"csrftoken=([^;]+)", headers["set-cookie"]).group(1)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"username": "edgetest", "password": password,
-                                   "csrfmiddlewaretoken": token, "next": "/account/"})
-    status, headers, _ = fetch(address, "/accounts/login/", method="POST", body=form, headers={
-        "Cookie": f"csrftoken={csrf}", "Referer": f"https://{DOMAIN}/accounts/login/",
-        "Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 302 and headers["location"] == "/account/", headers
-    session = re.search(r"sessionid=([^;]+)", headers["set-cookie"]).group(1)
+    session = login(address, "edgetest", password)
     for _ in range(2):  # never from the cache: each one is Django's
         status, headers, page = fetch(address, "/account/",
                                       headers={"Cookie": f"sessionid={session}"})
@@ -243,6 +215,7 @@ def test_the_pool_is_the_app_hosts_and_survives_an_empty_mine(lab, lb):
         mined = lab.salt(host, "mine.get", ",".join(apps), "hpd_addresses", "tgt_type=list")
         assert mined[host] == {}, "the mine still has the app hosts' addresses"
         returned = lab.salt(host, "state.apply", "lb")[host]
+        assert isinstance(returned, dict), f"lb did not render without the mine: {returned}"
         changed = [r["__id__"] for r in returned.values() if r["changes"]]
         assert not changed and all(r["result"] for r in returned.values()), changed
         assert lab.exec(host, "cat", HAPROXY_CFG).stdout == config
