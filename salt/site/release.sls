@@ -41,7 +41,7 @@ extend:
         - hpd_site: site-release-venv-linked
 {%- endif %}
   site-release-current-switched:
-    file:
+    module:
       - require:
         - hpd_site: site-release-venv-linked
 {%- if migrates %}

@@ -14,10 +14,13 @@ site-release-complete:
       - {{ release_dir }}/{{ site.static_dir }}/staticfiles.json
 {%- endif %}
 
+{#- Salt's file.symlink module, not the state: the state removes a link that
+    points elsewhere before it makes the new one, a moment with no `current`. #}
 site-release-current-switched:
-  file.symlink:
-    - name: {{ paths.current }}
-    - target: {{ release_dir }}
-    - atomic: True
+  module.run:
+    - file.symlink:
+      - src: {{ release_dir }}
+      - path: {{ paths.current }}
+      - atomic: True
     - require:
       - file: site-release-complete
