@@ -192,11 +192,7 @@ def vcl(settings, static_url=None):
         ``condition``, ``location`` (VCL expressions) and ``status`` of each
         redirect, in order.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt lb hpd_edge.vcl "$(salt-call --out=json hpd.settings varnish)"
+    salt/varnish/map.jinja calls it with ``hpd.settings('varnish')``.
     """
     prefix = static_url if static_url and static_url.startswith("/") else None
     return _vcl(settings, prefix)
