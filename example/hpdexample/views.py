@@ -49,10 +49,14 @@ def check_database():
 
 def check_cache():
     """A value written can be read back (the fault-tolerant cache hides failures,
-    so a failed write shows as a miss)."""
-    key, token = f"health:{socket.gethostname()}", uuid.uuid4().hex
+    so a failed write shows as a miss). A key of its own per check: concurrent
+    checks must not overwrite each other's value."""
+    key, token = f"health:{socket.gethostname()}:{uuid.uuid4().hex}", "ok"
     cache.set(key, token, 30)
-    return cache.get(key) == token
+    try:
+        return cache.get(key) == token
+    finally:
+        cache.delete(key)
 
 
 def health(request):

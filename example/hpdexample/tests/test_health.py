@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import OperationalError, connection
 from django.test import TestCase, override_settings
 
-from hpdexample import config
+from hpdexample import config, views
 from hpdexample.tests import cache_down
 
 
@@ -16,6 +16,21 @@ class HealthTests(TestCase):
                          {"release": settings.HPD_RELEASE, "database": "ok", "cache": "ok"})
         self.assertEqual(response["Cache-Control"], "no-store")
         self.assertEqual(dict(response.cookies), {})
+
+    def test_concurrent_checks_do_not_overwrite_each_others_value(self):
+        """Another check runs between this check's write and its read."""
+        real_get = views.cache.get
+        calls = []
+
+        def outer_get(key, *args, **kwargs):
+            if not calls:
+                calls.append(key)
+                self.assertTrue(views.check_cache())
+            return real_get(key, *args, **kwargs)
+
+        with mock.patch.object(views.cache, "get", side_effect=outer_get):
+            self.assertTrue(views.check_cache())
+        self.assertEqual(len(calls), 1)
 
     def test_a_cache_outage_is_reported_but_keeps_the_host_in_the_pool(self):
         with cache_down(), self.assertLogs("hpdexample.cache", "WARNING"):
