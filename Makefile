@@ -8,8 +8,9 @@ export HPD_VENV := $(VENV)
 PY := $(VENV)/bin/python3
 LABCTL := lab/labctl
 # python3-whisper: the unit tests of _states/whisper.py run its whisper-resize.
+# wrk: the load of benchmarks/web.py.
 APT_PACKAGES := python3 python3-venv systemd-container debootstrap iproute2 apt-utils \
-  python3-whisper
+  python3-whisper wrk
 REQUIREMENTS := $(shell sed -n '/^install_requires =/,/^$$/p' setup.cfg | tail -n +2)
 SLS := $(shell find salt orch reactor -name '*.sls' 2>/dev/null)
 
@@ -49,6 +50,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/lab.py
 	$(PY) benchmarks/vitals.py
+	$(PY) benchmarks/web.py
 
 down:
 	$(LABCTL) down

@@ -17,6 +17,8 @@ One function per question, pure data out:
     uWSGI worker settings for a Django app server.
 ``highperf.cache_tune``
     memory for memcached and redis on a cache host.
+``highperf.varnish_tune``
+    the size of Varnish's cache storage on a Varnish host.
 
 :depends: psutil
 :platform: Linux (``vitals`` works wherever psutil does; the tuning functions
@@ -723,6 +725,54 @@ def cache_tune(mem_total=None, kinds=CACHE_KINDS):
         salt-call --local highperf.cache_tune mem_total=16384 kinds=memcached
     """
     return _cache_tune(_grain_default("mem_total", mem_total, "mem_total"), kinds)
+
+
+# ---------------------------------------------------------------------------
+# Varnish
+# ---------------------------------------------------------------------------
+
+#: RAM left to the rest of a Varnish host: the kernel, haproxy beside it, the
+#: minion, and Varnish's own overhead outside its storage (worker threads' stacks
+#: and workspaces, Transient storage for passed responses): a quarter of the RAM,
+#: at least this many MiB.
+VARNISH_SYSTEM_MIB = 256
+#: malloc storage counts object bodies and headers; Varnish's per-object overhead
+#: (about 1 KiB each) comes on top: this share of the rest is given.
+VARNISH_STORAGE_SHARE = 0.8
+#: The least storage worth running a cache with (Varnish's own default is 256).
+VARNISH_MIN_MIB = 64
+
+
+def _varnish_tune(mem_mib):
+    """
+    Pure computation behind :func:`varnish_tune`.
+    """
+    mem_mib = _number("mem_total", mem_mib)
+    system = max(VARNISH_SYSTEM_MIB, mem_mib / 4)
+    return {"storage_mb": max(VARNISH_MIN_MIB, int((mem_mib - system) * VARNISH_STORAGE_SHARE))}
+
+
+def varnish_tune(mem_total=None):
+    """
+    Return the size of Varnish's cache storage on this host (``-s
+    malloc,<storage_mb>m``) as ``{'storage_mb': 204}``.
+
+    The host's RAM less what the rest keeps (a quarter, at least 256 MiB: the
+    system, haproxy beside Varnish, Varnish's threads and Transient storage),
+    80% of that (each object costs about 1 KiB more than its bytes), at least
+    64 MiB. A starting point: the varnish role's pillar overrides it.
+
+    mem_total
+        RAM in MiB. Default: the ``mem_total`` grain.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb highperf.varnish_tune
+        salt-call --local highperf.varnish_tune mem_total=16384
+    """
+    return _varnish_tune(_grain_default("mem_total", mem_total, "mem_total"))
 
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 """make demo: the farm in the lab, highstated, with what runs where and its vitals.
 
 Boots the default spec (lab `hpd`), applies the highstate to every host, then
-prints the hosts (roles, addresses), each host's vitals (highperf.vitals) and the
-URL of a vitals graph on the monitoring host, saved as a PNG.
+prints the hosts (roles, addresses), each host's vitals (highperf.vitals), the
+URL of a vitals graph on the monitoring host, saved as a PNG, and last the
+site's URL with the page the lb host serves there.
 """
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -15,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hpdlab.web import DOMAIN, fetch  # noqa: E402
 
 import labctl  # noqa: E402
 
@@ -85,6 +89,25 @@ def graph(lab, state, points=12):
     print(f"\nvitals graph: {url}\nsaved as:     {png}")
 
 
+def site(state):
+    """The site's URL and what the lb host answers there (through haproxy, Varnish
+    and an app host's uWSGI); False when it does not serve the page."""
+    lbs = [n for n, h in sorted(state["hosts"].items()) if "lb" in h["roles"]]
+    if not lbs:
+        return True
+    address = state["hosts"][lbs[0]]["address"]
+    try:
+        status, headers, page = fetch(address)
+    except OSError as exc:
+        status, headers, page = None, {}, str(exc)
+    release = re.search(r'class="release">([^<]*)<', page)
+    print(f"\nsite: https://{DOMAIN}/ on {lbs[0]} ({address}); from this machine:\n"
+          f"  curl -k --resolve {DOMAIN}:443:{address} https://{DOMAIN}/")
+    print(f"  {status} {headers.get('content-type', '')}, release "
+          f"{release.group(1) if release else '?'}, cache {headers.get('x-cache', '?')}")
+    return status == 200 and release is not None
+
+
 def main():
     # The lab labctl's own variables name (`make down` and `labctl status` agree).
     spec = labctl.load_spec(*(os.environ.get(f"HPD_LAB_{v}") for v in ("SPEC", "NAME", "SUBNET")))
@@ -97,8 +120,9 @@ def main():
     labctl.main(["status"])
     vitals(lab)
     graph(lab, state)
+    served = site(state)
     print("\n(lab/labctl salt -- ARGS to drive it; make down to remove it)")
-    return 1 if failed else 0
+    return 1 if failed or not served else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@
     A role whose secrets other roles' hosts need too (the db password, which
     the app and worker hosts connect with) names them in `secret_readers`, as
     its schema's x-secret-readers does (the unit test keeps the two equal). #}
-{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site'] %}
+{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site', 'lb'] %}
 {%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup'],
                           'site': ['app', 'worker']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}

@@ -19,6 +19,7 @@ base:
     - twemproxy
     - backup.media_source
     - app
+    - varnish.error_page
   'hpd:roles:worker':
     - match: pillar
     - twemproxy
@@ -26,3 +27,9 @@ base:
   'hpd:roles:backup':
     - match: pillar
     - backup
+  'hpd:roles:lb':
+    - match: pillar
+    - lb
+  'hpd:roles:varnish':
+    - match: pillar
+    - varnish

@@ -8,3 +8,8 @@ highperf:
     timeout: 2
 site:
   domains: [www.hpd.test, hpd.test]
+varnish:
+  # The naked domain to www.
+  redirects:
+    - host: hpd.test
+      location: https://www.hpd.test

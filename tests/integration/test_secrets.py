@@ -40,14 +40,17 @@ def load(path):
 
 
 def role_secrets():
-    """{role: {path: dev value}} for every role whose schema has writeOnly properties."""
+    """{role: {path: dev value}} for every role whose schema has writeOnly properties,
+    but those the dev environment leaves unset (null: the lb's TLS key)."""
     found = {}
     for schema in sorted((REPO / "pillar").glob("*/schema.yaml")):
         role = schema.parent.name
         paths = HPD.secret_paths(load(schema))
         if paths:
             values = load(REPO / "pillar" / "secrets" / "dev" / f"{role}.sls")[role]
-            found[role] = {path: at(values, path) for path in paths}
+            set_in_dev = {path: at(values, path) for path in paths if at(values, path)}
+            if set_in_dev:
+                found[role] = set_in_dev
     assert found, "no schema marks a property writeOnly"
     return found
 

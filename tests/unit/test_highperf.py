@@ -1523,3 +1523,36 @@ def test_cache_tune_refuses_nonsense(hp, mem, kinds, match):
 def test_loader_cache_tune_defaults_from_grains(highperf, loaders):
     assert highperf.cache_tune() == highperf.cache_tune(mem_total=loaders.grains["mem_total"])
     assert highperf.cache_tune(mem_total="16384", kinds="memcached") == {"memcached": 12902}
+
+
+# ---------------------------------------------------------------------------
+# varnish_tune
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mem", "expected"),
+    [(512, 204), (1024, 614), (2048, 1228), (16384, 9830), (300, 64), (64, 64)],
+)
+def test_varnish_tune_pinned(hp, mem, expected):
+    assert hp._varnish_tune(mem) == {"storage_mb": expected}
+
+
+@pytest.mark.parametrize("mem", sorted({m for m, _ in HOSTS} | {640, 3000, 100000}))
+def test_varnish_tune_leaves_the_rest_of_the_host_its_share(hp, mem):
+    storage = hp._varnish_tune(mem)["storage_mb"]
+    rest = max(256, mem / 4)
+    assert storage == max(64, int((mem - rest) * 0.8))
+    if storage > 64:
+        assert storage + rest < mem
+
+
+@pytest.mark.parametrize("mem", [0, -1, "lots", None])
+def test_varnish_tune_refuses_nonsense(hp, mem):
+    with pytest.raises(SaltInvocationError, match="mem_total must be a positive number"):
+        hp._varnish_tune(mem)
+
+
+def test_loader_varnish_tune_defaults_from_grains(highperf, loaders):
+    assert highperf.varnish_tune() == highperf.varnish_tune(mem_total=loaders.grains["mem_total"])
+    assert highperf.varnish_tune(mem_total="16384") == {"storage_mb": 9830}

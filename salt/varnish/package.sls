@@ -1,0 +1,5 @@
+{%- from tpldir ~ "/map.jinja" import server with context %}
+
+varnish-package-installed:
+  pkg.installed:
+    - name: {{ server.package }}
