@@ -108,17 +108,21 @@ def _set_state(backend, server, wanted, socket_path):
         raise CommandExecutionError(f"set server {backend}/{server} state {wanted}: {answer}")
 
 
-def _wait_sessions(read, timeout, interval, clock=time.monotonic, sleep=time.sleep):
+#: The clock and the sleep waits use (the unit tests give fakes).
+_clock, _sleep = time.monotonic, time.sleep
+
+
+def _wait_sessions(read, timeout, interval):
     """Call ``read()`` (a server's state) until its sessions are 0 or ``timeout``
     seconds pass; ``(drained, last state, seconds waited)``."""
-    start = clock()
+    start = _clock()
     while True:
         now = read()
         if now["sessions"] == 0:
-            return True, now, clock() - start
-        if clock() - start + interval > timeout:
-            return False, now, clock() - start
-        sleep(interval)
+            return True, now, _clock() - start
+        if _clock() - start + interval > timeout:
+            return False, now, _clock() - start
+        _sleep(interval)
 
 
 def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
