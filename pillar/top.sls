@@ -16,8 +16,9 @@
     A role whose secrets other roles' hosts need too (the db password, which
     the app and worker hosts connect with) names them in `secret_readers`, as
     its schema's x-secret-readers does (the unit test keeps the two equal). #}
-{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync'] %}
-{%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup']} %}
+{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'cdn'] %}
+{%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup'],
+                          'cdn': ['app']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {%- set minion = (inventory or {}).get(grains['id']) %}
 {%- if minion %}

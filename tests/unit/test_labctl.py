@@ -64,3 +64,9 @@ def test_master_config_keeps_pillar_data_and_the_lab_from_minions():
     for served in ("pillar/common/schema.yaml", "orch/deploy.sls", f"{repo}/salt/top.sls",
                    "common/init.sls", "_modules/hpd.py"):
         assert not re.search(ignore, served), served
+
+
+def test_the_master_loads_the_trees_runners_from_the_checkout():
+    conf = labctl.Lab("t").master_config({"subnet": "10.90.0.0/24"})
+    assert conf["runner_dirs"] == [str(labctl.REPO / "_runners")]
+    assert (labctl.REPO / "_runners" / "hpd_deploy.py").is_file()

@@ -67,7 +67,9 @@ def test_the_app_and_worker_hosts_read_the_db_pillar_and_app_hosts_the_media_rsy
     inventory = {"app1": {"roles": ["app"], "env": "dev"},
                  "worker1": {"roles": ["worker"], "env": "dev"},
                  "lb": {"roles": ["lb"], "env": "dev"}}
-    for minion, expected in [("app1", ["secrets.dev.db", "secrets.dev.media_rsync"]),
+    # The app hosts push static files to the CDN origin with cdn:push:password.
+    for minion, expected in [("app1", ["secrets.dev.cdn", "secrets.dev.db",
+                                       "secrets.dev.media_rsync"]),
                              ("worker1", ["secrets.dev.db"]), ("lb", [])]:
         optional, required = blocks(render_top(tmp_path, inventory, minion))
         assert [n for n in required if n.startswith("secrets.")] == expected, minion
