@@ -98,12 +98,13 @@ def release_id(sha, when):
     return f"{_utc(when).strftime('%Y%m%dT%H%M%SZ')}-{sha[:RELEASE_SHA_DIGITS]}"
 
 
-def resolve(rev, host, timeout=120):
+def resolve(rev, host, repository=None, timeout=120):
     """
     The revision ``rev`` (a branch, a tag or a full commit sha) resolved on the
     app host ``host`` (a minion id) against the site's repository, as that host
-    clones it (pillar ``site:repository``, as the app user:
-    ``hpd_release.resolve``), and the release id of a deploy of it starting now.
+    clones it (``repository``, default: the host's pillar ``site:repository``;
+    as the app user: ``hpd_release.resolve``), and the release id of a deploy of
+    it starting now.
     A revision the repository does not have is refused here, before any host
     changes (the error names it; ``salt-run`` exits 1).
 
@@ -120,6 +121,7 @@ def resolve(rev, host, timeout=120):
             f"deploy:rev must be a branch, a tag or a commit sha, not {rev!r}")
     _name(host, "host")
     answers = __salt__["salt.execute"](host, "hpd_release.resolve", arg=[rev],
+                                       kwarg={"repository": repository} if repository else None,
                                        tgt_type="list", timeout=timeout)
     answer = answers.get(host)
     if not (isinstance(answer, str) and SHA.match(answer)):

@@ -53,6 +53,7 @@ cdn-rsyncd-secrets-file-managed:
     - source: salt://{{ tpldir }}/files/rsyncd.secrets.jinja
     - template: jinja
     - makedirs: True
+    - dir_mode: '0755'
     - user: root
     - group: root
     - mode: '0600'
@@ -69,6 +70,7 @@ cdn-rsyncd-config-file-managed:
         secrets: {{ paths.rsyncd_secrets }}
         allowed: {{ salt['hpd.addresses'](salt['pillar.get']('hpd:peers:app', []), 'hpd:peers:app') | json }}
     - makedirs: True
+    - dir_mode: '0755'
     - user: root
     - group: root
     - mode: '0644'

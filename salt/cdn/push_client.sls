@@ -15,6 +15,7 @@ cdn-push-password-file-managed:
     - source: salt://{{ tpldir }}/files/push.password.jinja
     - template: jinja
     - makedirs: True
+    - dir_mode: '0755'
     - user: root
     - group: root
     - mode: '0600'

@@ -72,13 +72,16 @@ def test_release_id_wants_a_full_sha(hd, sha):
 def test_resolve_asks_the_app_host_and_computes_the_release_once(tmp_path):
     calls = []
 
-    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None):
-        calls.append((tgt, fun, list(arg), tgt_type))
+    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
+        calls.append((tgt, fun, list(arg), kwarg, tgt_type))
         return {"app1": SHA}
 
     hd = load_runner(tmp_path, {"salt.execute": execute})
     got = hd.resolve("main", "app1")
-    assert calls == [("app1", "hpd_release.resolve", ["main"], "list")]
+    assert hd.resolve("main", "app1", repository="file:///x.git")["sha"] == SHA
+    assert calls == [("app1", "hpd_release.resolve", ["main"], None, "list"),
+                     ("app1", "hpd_release.resolve", ["main"], {"repository": "file:///x.git"},
+                      "list")]
     assert got["sha"] == SHA and got["rev"] == "main"
     assert got["release"].endswith("-4f6a0c2e9b1d") and len(got["release"]) == 29
     assert "retcode" not in hd.__context__
