@@ -98,6 +98,9 @@ def resolve(rev, repository=None, user=None):
         repository = __salt__["hpd.settings"]("site")["repository"]
     if user is None:
         user = __salt__["hpd.settings"]("common")["app_user"]["name"]
+    if "git.ls_remote" not in __salt__:
+        raise CommandExecutionError("git is not installed on this host (Salt's git module "
+                                    "needs it)")
     refs = __salt__["git.ls_remote"](remote=repository, user=user)
     sha = _ref_sha(refs, rev)
     if sha:

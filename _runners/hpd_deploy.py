@@ -71,6 +71,14 @@ def _iso(timestamp):
     return _utc(timestamp).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _failed(ret):
+    """``ret`` as a failure: the orchestration's ``salt.runner`` state fails (the
+    job's return code), and so does ``salt-run`` (which exits with the return's
+    ``retcode``)."""
+    __context__["retcode"] = 1
+    return {**ret, "retcode": 1}
+
+
 def _name(value, key):
     if not (isinstance(value, str) and NAME.match(value)):
         raise SaltInvocationError(
@@ -125,9 +133,8 @@ def resolve(rev, host, repository=None, timeout=120):
                                        tgt_type="list", timeout=timeout)
     answer = answers.get(host)
     if not (isinstance(answer, str) and SHA.match(answer)):
-        __context__["retcode"] = 1
         reason = answer if answer else "no answer (is its minion up?)"
-        return {"Error": f"revision {rev!r} not resolved on {host}: {reason}"}
+        return _failed({"Error": f"revision {rev!r} not resolved on {host}: {reason}"})
     return {"rev": rev, "sha": answer, "release": release_id(answer, time.time())}
 
 
@@ -231,7 +238,11 @@ def _lock_path(site, env):
 
 
 def _who():
-    return globals().get("__user__") or salt.utils.user.get_specific_user()
+    """Who runs the deploy: the user Salt says published the job, else (a runner
+    client that names none: Salt's "UNKNOWN") the user this process runs for
+    (``sudo_<login>`` under sudo)."""
+    user = globals().get("__user__")
+    return user if user and user != "UNKNOWN" else salt.utils.user.get_specific_user()
 
 
 def lock(site, env, rev=None, sha=None, release=None):
@@ -256,8 +267,7 @@ def lock(site, env, rev=None, sha=None, release=None):
         current = _read(path)
         mine = bool(current) and _same_holder(current, me)
         if current and not mine and _alive(current):
-            __context__["retcode"] = 1
-            return {"Error": _refusal(site, env, current, now), "holder": current}
+            return _failed({"Error": _refusal(site, env, current, now), "holder": current})
         if current and not mine:
             log.warning("hpd_deploy: lock of %s/%s held by process %s, which is gone: taken over",
                         site, env, current.get("pid"))
@@ -491,6 +501,4 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=1, passe
         address = _address(grains.get(host))
         urls[host] = f"http://{address}:{port}{path}" if address else None
     ret = _gate(urls, release, timeout, interval, passes)
-    if not ret["result"]:
-        __context__["retcode"] = 1
-    return ret
+    return ret if ret["result"] else _failed(ret)

@@ -96,7 +96,7 @@ def test_resolve_refuses_a_revision_the_host_cannot_find(tmp_path, answer, reaso
                                 else {}})
     got = hd.resolve("nope", "app1")
     assert "revision 'nope' not resolved on app1" in got["Error"] and reason in got["Error"]
-    assert hd.__context__["retcode"] == 1
+    assert hd.__context__["retcode"] == 1 and got["retcode"] == 1
 
 
 def test_resolve_refuses_an_empty_revision_naming_the_key(hd):
@@ -111,7 +111,7 @@ def test_a_second_deploy_is_refused_naming_the_holder(hd, other_process):
     held = record_of(hd, other_process.pid)
     write_lock(hd, held)
     got = hd.lock("example", "dev", rev="v2")
-    assert hd.__context__["retcode"] == 1
+    assert hd.__context__["retcode"] == 1 and got["retcode"] == 1
     message = got["Error"]
     assert message.startswith("deploy of example to dev refused: bob has been deploying")
     for part in ("rev 'main' (4f6a0c2e9b1d)", "release 20261130T075527Z-4f6a0c2e9b1d",
@@ -144,6 +144,15 @@ def test_a_pid_given_to_a_new_process_is_not_the_holder(hd, other_process):
     """The same PID, started at another time: the holder is gone."""
     write_lock(hd, {**record_of(hd, other_process.pid), "started": 1.0})
     assert hd.lock("example", "dev")["locked"] is True
+
+
+def test_who_is_the_publishing_user_else_this_processs_user(tmp_path, monkeypatch):
+    import salt.utils.user
+
+    monkeypatch.setattr(salt.utils.user, "get_specific_user", lambda: "sudo_carol")
+    assert load_runner(tmp_path / "a", user="alice")._who() == "alice"
+    for unnamed in ("UNKNOWN", None):
+        assert load_runner(tmp_path / "b", user=unnamed)._who() == "sudo_carol"
 
 
 def test_the_holder_may_lock_again_and_keeps_its_start(hd):
@@ -391,7 +400,7 @@ def test_health_targets_each_hosts_service_address_and_fails_the_job(tmp_path, m
         return {"result": False}
 
     monkeypatch.setattr(hd, "_gate", gate)
-    assert hd.health(["app1", "app2"], "r1", 8000)["result"] is False
+    assert hd.health(["app1", "app2"], "r1", 8000) == {"result": False, "retcode": 1}
     assert seen == {"app1": "http://10.96.0.21:8000/health/", "app2": None}
     assert hd.__context__["retcode"] == 1
 
