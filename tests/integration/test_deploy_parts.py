@@ -286,7 +286,8 @@ def test_haproxy_refusing_a_command_fails_the_job_with_its_answer(lab, haproxy):
 # --- the CDN origin ----------------------------------------------------------------
 
 CSS = b"body{color:#c00;margin:0 auto}\n" * 40
-NAME = "static/css/hpd-test.0123456789ab.css"
+#: Under a directory of the test's own, which it removes.
+NAME = "hpd-test/static/css/site.0123456789ab.css"
 
 
 def brotli_module():
@@ -320,7 +321,7 @@ def pushed(lab, app, cdn):
     assert ret["retcode"] == 0, ret
     yield variants
     lab.exec(app, "rm", "-rf", "/tmp/hpd-test-static", "/tmp/hpd-test-pulled")
-    lab.exec(cdn, "sh", "-c", f"rm -f /srv/cdn/{SITE}/{NAME}*")
+    lab.exec(cdn, "rm", "-rf", f"/srv/cdn/{SITE}/hpd-test")
 
 
 def fetch(lab, host, path, accept=None, hostname="static.hpd.test"):
@@ -348,7 +349,7 @@ def test_a_pushed_stylesheet_is_served_in_the_encoding_asked_for(lab, cdn, pushe
 
 def test_the_origin_serves_only_the_sites_domains(lab, cdn, pushed):
     assert fetch(lab, cdn, NAME, hostname="www.hpd.test")[0] == 404
-    assert fetch(lab, cdn, "static/css/missing.css")[0] == 404
+    assert fetch(lab, cdn, "hpd-test/static/css/missing.css")[0] == 404
 
 
 def rsync_as(lab, host, password_cmd, *args):
