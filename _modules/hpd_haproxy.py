@@ -108,21 +108,17 @@ def _set_state(backend, server, wanted, socket_path):
         raise CommandExecutionError(f"set server {backend}/{server} state {wanted}: {answer}")
 
 
-#: The clock and the sleep waits use (the unit tests give fakes).
-_clock, _sleep = time.monotonic, time.sleep
-
-
 def _wait_sessions(read, timeout, interval):
     """Call ``read()`` (a server's state) until its sessions are 0 or ``timeout``
     seconds pass; ``(drained, last state, seconds waited)``."""
-    start = _clock()
+    start = time.monotonic()
     while True:
         now = read()
         if now["sessions"] == 0:
-            return True, now, _clock() - start
-        if _clock() - start + interval > timeout:
-            return False, now, _clock() - start
-        _sleep(interval)
+            return True, now, time.monotonic() - start
+        if time.monotonic() - start + interval > timeout:
+            return False, now, time.monotonic() - start
+        time.sleep(interval)
 
 
 def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):

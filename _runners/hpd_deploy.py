@@ -427,33 +427,30 @@ def _probe(url, release, timeout):
     return healthy, status, seen, reason
 
 
-def _wait_healthy(url, release, timeout, interval, passes, clock=time.monotonic,
-                  sleep=time.sleep, probe=_probe):
+def _wait_healthy(url, release, timeout, interval, passes):
     """Poll ``url`` until it answers healthy ``passes`` times in a row, or
     ``timeout`` seconds pass: the host's verdict as a dict."""
-    start = clock()
+    start = time.monotonic()
     deadline = start + timeout
-    streak, last = 0, (False, None, None, "not asked")
+    streak = 0
     while True:
-        last = probe(url, release, max(1.0, min(10.0, deadline - clock())))
+        last = _probe(url, release, max(1.0, min(10.0, deadline - time.monotonic())))
         streak = streak + 1 if last[0] else 0
-        if streak >= passes:
+        if streak >= passes or time.monotonic() + interval > deadline:
             break
-        if clock() + interval > deadline:
-            break
-        sleep(interval)
+        time.sleep(interval)
     healthy, status, seen, reason = last
     verdict = {"healthy": streak >= passes, "url": url, "status": status, "release": seen,
-               "seconds": round(clock() - start, 3)}
+               "seconds": round(time.monotonic() - start, 3)}
     verdict["reason"] = reason if verdict["healthy"] else (
         f"not healthy within {timeout} s: {reason}")
     return verdict
 
 
-def _gate(urls, release, timeout, interval, passes, wait=_wait_healthy):
+def _gate(urls, release, timeout, interval, passes):
     """Every host's verdict, polled at once; the gate's return."""
     with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
-        futures = {host: pool.submit(wait, url, release, timeout, interval, passes)
+        futures = {host: pool.submit(_wait_healthy, url, release, timeout, interval, passes)
                    for host, url in urls.items() if url}
         hosts = {host: f.result() for host, f in futures.items()}
     for host in sorted(h for h, url in urls.items() if not url):

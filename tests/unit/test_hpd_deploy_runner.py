@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from salt.exceptions import SaltInvocationError
+from test_highperf import FakeClock
 
 MODULE_PATH = Path(__file__).resolve().parents[2] / "_runners" / "hpd_deploy.py"
 SHA = "4f6a0c2e9b1d" + "7" * 28
@@ -316,34 +317,25 @@ def health_server():
         server.close()
 
 
-class FakeClock:
-    def __init__(self):
-        self.now, self.sleeps = 0.0, []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
+@pytest.fixture
+def clock(hd, monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(hd, "time", fake)
+    return fake
 
 
-def test_the_gate_waits_until_the_host_reports_the_release(hd, health_server):
+def test_the_gate_waits_until_the_host_reports_the_release(hd, health_server, clock):
     server = health_server([(200, "old"), (200, "old"), (200, "new")])
-    clock = FakeClock()
-    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=1, clock=clock,
-                           sleep=clock.sleep)
+    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=1)
     assert got["healthy"] is True and got["release"] == "new" and got["status"] == 200
     assert server.requests == 3 and clock.sleeps == [1, 1]
 
 
-def test_the_gate_wants_passes_in_a_row(hd, health_server):
+def test_the_gate_wants_passes_in_a_row(hd, health_server, clock):
     """A chain reload serves old and new workers side by side."""
     server = health_server([(200, "new"), (200, "old"), (200, "new"), (200, "new"),
                             (200, "new"), (200, "old")])
-    clock = FakeClock()
-    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=3, clock=clock,
-                           sleep=clock.sleep)
+    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=3)
     assert got["healthy"] is True and server.requests == 5
 
 
@@ -351,23 +343,19 @@ def test_the_gate_wants_passes_in_a_row(hd, health_server):
     ([(200, "old")], "not healthy within 5 s: reports release old, not new"),
     ([(503, "new")], "not healthy within 5 s: HTTP 503 (release new)"),
 ])
-def test_a_host_that_never_reports_the_release_fails_with_why(hd, health_server, script,
-                                                              reason):
+def test_a_host_that_never_reports_the_release_fails_with_why(hd, health_server, clock,
+                                                              script, reason):
     server = health_server(script)
-    clock = FakeClock()
-    got = hd._wait_healthy(server.url, "new", timeout=5, interval=1, passes=1, clock=clock,
-                           sleep=clock.sleep)
+    got = hd._wait_healthy(server.url, "new", timeout=5, interval=1, passes=1)
     assert got["healthy"] is False and got["reason"] == reason
     assert server.requests == 6 and sum(clock.sleeps) == 5
 
 
-def test_a_host_that_does_not_answer_fails_with_why(hd, health_server):
+def test_a_host_that_does_not_answer_fails_with_why(hd, health_server, clock):
     server = health_server([(200, "new")])
     url = server.url
     server.close()
-    clock = FakeClock()
-    got = hd._wait_healthy(url, "new", timeout=2, interval=1, passes=1, clock=clock,
-                           sleep=clock.sleep)
+    got = hd._wait_healthy(url, "new", timeout=2, interval=1, passes=1)
     assert got["healthy"] is False
     assert got["reason"].startswith("not healthy within 2 s: no answer:")
     assert "refused" in got["reason"].lower()

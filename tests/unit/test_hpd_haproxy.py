@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+from test_highperf import FakeClock
 
 MODULE_PATH = Path(__file__).resolve().parents[2] / "_modules" / "hpd_haproxy.py"
 # haproxy 2.6's `show stat` header, in full: the module reads columns by name.
@@ -105,23 +106,10 @@ def fake(tmp_path):
     server.close()
 
 
-class FakeClock:
-    def __init__(self):
-        self.now, self.sleeps = 0.0, []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(hx, monkeypatch):
     fake_clock = FakeClock()
-    monkeypatch.setattr(hx, "_clock", fake_clock)
-    monkeypatch.setattr(hx, "_sleep", fake_clock.sleep)
+    monkeypatch.setattr(hx, "time", fake_clock)
     return fake_clock
 
 
