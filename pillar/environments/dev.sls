@@ -6,9 +6,3 @@ highperf:
     # Short, so a test sees a few points within a minute.
     interval: 5
     timeout: 2
-cdn:
-  sites:
-    # The example site's static files at the origin (salt/cdn), for the CDN's
-    # requests with this Host.
-    example:
-      domains: [static.hpd.test]

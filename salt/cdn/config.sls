@@ -15,18 +15,14 @@ cdn-owner-user-present:
     - createhome: False
     - shell: /usr/sbin/nologin
 
-cdn-site-directories-managed:
+{#- The pushes make a directory per site in it (as the owner). #}
+cdn-root-directory-managed:
   file.directory:
-    - names:
-      - {{ cdn.root }}:
-        - user: root
-        - group: root
-{%- for site in cdn.sites | sort %}
-      - {{ cdn.root }}/{{ site }}:
-        - user: {{ owner }}
-        - group: {{ owner }}
-{%- endfor %}
+    - name: {{ cdn.root }}
+    - user: {{ owner }}
+    - group: {{ owner }}
     - mode: '0755'
+    - makedirs: True
     - require:
       - user: cdn-owner-user-present
 

@@ -286,8 +286,9 @@ def test_haproxy_refusing_a_command_fails_the_job_with_its_answer(lab, haproxy):
 # --- the CDN origin ----------------------------------------------------------------
 
 CSS = b"body{color:#c00;margin:0 auto}\n" * 40
-#: Under a directory of the test's own, which it removes.
-NAME = "hpd-test/static/css/site.0123456789ab.css"
+#: A site of the test's own, which it removes.
+PROBE = "hpd-test"
+NAME = f"{PROBE}/static/css/site.0123456789ab.css"
 
 
 def brotli_module():
@@ -316,16 +317,16 @@ def pushed(lab, app, cdn):
     for ext, data in variants.items():
         put(lab, app, f"/tmp/hpd-test-static/{NAME}{ext}", data)
     ret = lab.salt(app, "rsync.rsync", "/tmp/hpd-test-static/",
-                   f"rsync://hpd_cdn@{cdn}:8873/{SITE}/",
+                   f"rsync://hpd_cdn@{cdn}:8873/origin/",
                    "passwordfile=/etc/hpd/cdn-push.password")[app]
     assert ret["retcode"] == 0, ret
     yield variants
     lab.exec(app, "rm", "-rf", "/tmp/hpd-test-static", "/tmp/hpd-test-pulled")
-    lab.exec(cdn, "rm", "-rf", f"/srv/cdn/{SITE}/hpd-test")
+    lab.exec(cdn, "rm", "-rf", f"/srv/cdn/{PROBE}")
 
 
-def fetch(lab, host, path, accept=None, hostname="static.hpd.test"):
-    headers = {"Host": hostname, **({"Accept-Encoding": accept} if accept else {})}
+def fetch(lab, host, path, accept=None):
+    headers = {"Host": "static.hpd.test", **({"Accept-Encoding": accept} if accept else {})}
     request = urllib.request.Request(f"http://{lab.address(host)}:8090/{path}", headers=headers)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -347,9 +348,9 @@ def test_a_pushed_stylesheet_is_served_in_the_encoding_asked_for(lab, cdn, pushe
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
-def test_the_origin_serves_only_the_sites_domains(lab, cdn, pushed):
-    assert fetch(lab, cdn, NAME, hostname="www.hpd.test")[0] == 404
-    assert fetch(lab, cdn, "hpd-test/static/css/missing.css")[0] == 404
+def test_the_origin_serves_files_only(lab, cdn, pushed):
+    assert fetch(lab, cdn, f"{PROBE}/static/css/missing.css")[0] == 404
+    assert fetch(lab, cdn, f"{PROBE}/static/css/")[0] == 404  # no listing
 
 
 def rsync_as(lab, host, password_cmd, *args):
@@ -359,21 +360,22 @@ def rsync_as(lab, host, password_cmd, *args):
 
 
 def test_the_push_target_is_write_only_for_the_app_hosts(lab, app, cdn, pushed):
-    url = f"rsync://hpd_cdn@{cdn}:8873/{SITE}"
+    url = f"rsync://hpd_cdn@{cdn}:8873/origin"
     own = "cat /etc/hpd/cdn-push.password"
     pull = rsync_as(lab, app, own, f"{url}/{NAME}", "/tmp/hpd-test-pulled")
     assert pull.returncode != 0 and "write only" in pull.stderr
     listing = rsync_as(lab, app, own, f"{url}/")
     assert listing.returncode != 0
-    delete = rsync_as(lab, app, own, "-a", "--delete", "/tmp/hpd-test-static/", f"{url}/")
+    probe = (f"/tmp/hpd-test-static/{PROBE}/", f"{url}/{PROBE}/")
+    delete = rsync_as(lab, app, own, "-a", "--delete", *probe)
     assert delete.returncode != 0 and "delete" in delete.stderr
-    wrong = rsync_as(lab, app, "echo not-the-password", "-a", "/tmp/hpd-test-static/", f"{url}/")
+    wrong = rsync_as(lab, app, "echo not-the-password", "-a", *probe)
     assert wrong.returncode != 0 and "auth failed" in wrong.stderr
     # The origin host itself is no app host: the module does not exist for it,
     # password or not (the app host pushed to the same URL).
     other = rsync_as(lab, cdn, "cut -d: -f2- /etc/hpd/cdn-rsyncd.secrets", "-a",
-                     "/etc/hostname", f"{url}/")
-    assert other.returncode != 0 and f"Unknown module '{SITE}'" in other.stderr
+                     "/etc/hostname", f"{url}/{PROBE}/")
+    assert other.returncode != 0 and "Unknown module 'origin'" in other.stderr
     assert fetch(lab, cdn, NAME)[2] == CSS  # nothing of that changed what is served
 
 
