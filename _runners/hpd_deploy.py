@@ -464,7 +464,7 @@ def _gate(urls, release, timeout, interval, passes):
             "comment": comment}
 
 
-def health(hosts, release, port, path="/health/", timeout=120, interval=1, passes=3):
+def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, passes=3):
     """
     The health gate. Polls ``http://<address>:<port><path>`` of each app host in
     ``hosts`` (minion ids; a string is one id) at once, straight at the host (no
