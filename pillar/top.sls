@@ -16,9 +16,9 @@
     A role whose secrets other roles' hosts need too (the db password, which
     the app and worker hosts connect with) names them in `secret_readers`, as
     its schema's x-secret-readers does (the unit test keeps the two equal). #}
-{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site', 'lb'] %}
+{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site', 'lb', 'cdn'] %}
 {%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup'],
-                          'site': ['app', 'worker']} %}
+                          'site': ['app', 'worker'], 'cdn': ['app']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {%- set minion = (inventory or {}).get(grains['id']) %}
 {%- if minion %}

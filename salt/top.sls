@@ -33,3 +33,10 @@ base:
   'hpd:roles:varnish':
     - match: pillar
     - varnish
+  'hpd:roles:cdn':
+    - match: pillar
+    - cdn
+  {#- The app hosts push static files to the CDN origin where the environment has one. #}
+  'I@hpd:roles:app and I@hpd:peers:cdn:*':
+    - match: compound
+    - cdn.push_client

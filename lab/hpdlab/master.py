@@ -25,6 +25,9 @@ class Master:
             "root_dir": str(self.master_dir),
             "interface": self.bridge_address(state),
             "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            # The tree's runners (the deploy's lock and health gate), loaded
+            # from the checkout itself: never a stale synced copy.
+            "runner_dirs": [str(REPO / "_runners")],
             "pillar_roots": {"base": [str(REPO / "pillar"), str(self.master_dir / "inventory")]},
             "file_ignore_regex": [ignore],
             "pillar_raise_on_missing": False,

@@ -18,6 +18,8 @@ import labctl  # noqa: E402
 
 NAME = os.environ.get("HPD_TEST_LAB_NAME", "hpdtest")
 SUBNET = os.environ.get("HPD_TEST_LAB_SUBNET", "10.79.0.0/24")
+# A smaller spec than the farm, to iterate on one role's tests.
+SPEC = os.environ.get("HPD_TEST_LAB_SPEC")
 
 
 class LabHandle:
@@ -73,7 +75,7 @@ class LabHandle:
 
 @pytest.fixture(scope="session")
 def lab():
-    handle = LabHandle(NAME, SUBNET)
+    handle = LabHandle(NAME, SUBNET, SPEC)
     handle.up()
     yield handle
     if os.environ.get("HPD_TEST_KEEP_LAB") != "1":

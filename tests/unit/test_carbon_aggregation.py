@@ -67,3 +67,15 @@ def test_vitals_aggregate_by_meaning_whatever_the_leaf_name(prefix, leaf, expect
 )
 def test_other_metrics_keep_carbons_conventions(metric, expected):
     assert method(metric) == expected
+
+
+def test_deploy_marks_add_up_and_survive_the_roll_up():
+    """One point per deploy: an average over a 5-minute point would be 0.2, and
+    xFilesFactor 0.5 would drop it for having too few points."""
+    assert method("deploys.dev.example") == "sum"
+    body = TEMPLATE.read_text().split("\n", 1)[1]
+    parser = configparser.ConfigParser()
+    parser.read_string(jinja2.Template(body).render(carbon={"vitals_pattern": "^servers\\."}))
+    deploys = next(parser[s] for s in parser.sections()
+                   if re.compile(parser[s]["pattern"]).search("deploys.dev.example"))
+    assert float(deploys["xFilesFactor"]) == 0

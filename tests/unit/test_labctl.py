@@ -18,14 +18,16 @@ def test_default_spec_is_the_farm():
     assert set(spec["hosts"]) == {"lb", "app1", "app2", "worker1", "db", "cache1", "cache2", "mon",
                                   "backup"}
     roles = {role for host in spec["hosts"].values() for role in host["roles"]}
-    assert roles == {"lb", "varnish", "app", "worker", "cache", "db", "monitoring", "backup"}
+    assert roles == {"lb", "varnish", "cdn", "app", "worker", "cache", "db", "monitoring",
+                     "backup"}
     assert spec["hosts"]["db"]["address"] == "10.77.0.40"
 
 
 def test_aio_spec_puts_every_role_on_one_host():
     spec = labctl.load_spec(labctl.REPO / "lab" / "specs" / "aio.yaml")
     (host,) = spec["hosts"].values()
-    assert set(host["roles"]) == {"lb", "varnish", "app", "worker", "cache", "db", "monitoring"}
+    assert set(host["roles"]) == {"lb", "varnish", "cdn", "app", "worker", "cache", "db",
+                                  "monitoring"}
 
 
 def test_name_and_subnet_can_be_overridden():
@@ -64,3 +66,9 @@ def test_master_config_keeps_pillar_data_and_the_lab_from_minions():
     for served in ("pillar/common/schema.yaml", "orch/deploy.sls", f"{repo}/salt/top.sls",
                    "common/init.sls", "_modules/hpd.py"):
         assert not re.search(ignore, served), served
+
+
+def test_the_master_loads_the_trees_runners_from_the_checkout():
+    conf = labctl.Lab("t").master_config({"subnet": "10.90.0.0/24"})
+    assert conf["runner_dirs"] == [str(labctl.REPO / "_runners")]
+    assert (labctl.REPO / "_runners" / "hpd_deploy.py").is_file()

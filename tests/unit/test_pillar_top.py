@@ -70,8 +70,9 @@ def test_the_app_and_worker_hosts_read_the_db_and_site_pillars_and_app_hosts_med
     inventory = {"app1": {"roles": ["app"], "env": "dev"},
                  "worker1": {"roles": ["worker"], "env": "dev"},
                  "lb": {"roles": ["lb", "varnish"], "env": "dev"}}
-    for minion, expected in [("app1", ["secrets.dev.db", "secrets.dev.media_rsync",
-                                       "secrets.dev.site"]),
+    # The app hosts push static files to the CDN origin with cdn:push:password.
+    for minion, expected in [("app1", ["secrets.dev.cdn", "secrets.dev.db",
+                                       "secrets.dev.media_rsync", "secrets.dev.site"]),
                              ("worker1", ["secrets.dev.db", "secrets.dev.site"]),
                              ("lb", ["secrets.dev.lb"])]:
         optional, required = blocks(render_top(tmp_path, inventory, minion))

@@ -1,0 +1,161 @@
+"""
+haproxy's runtime API, spoken over its admin socket (``stats socket ... level
+admin``; the lb role's is ``/run/haproxy/admin.sock``), for a deploy to take an
+app host out of the pool and back.
+
+Salt 3008 ships no haproxy module (``haproxyconn`` moved to the community
+extensions and needs the ``haproxyctl`` library, which the wheelhouse lacks), so
+this one talks to the socket itself: one command per connection, the answer
+read to its end.
+
+``hpd_haproxy.state``
+    a server's state (``UP``, ``DRAIN``, ``MAINT``, ``DOWN``...) and current
+    sessions, from ``show stat``.
+``hpd_haproxy.drain``
+    ``set server <backend>/<server> state drain`` (no new requests), then wait
+    until its current sessions are 0.
+``hpd_haproxy.ready``
+    ``set server <backend>/<server> state ready`` (back in the pool).
+
+The parsing is in plain functions (``_``-prefixed), unit-tested.
+"""
+
+import csv
+import io
+import socket
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "hpd_haproxy"
+
+SOCKET = "/run/haproxy/admin.sock"
+#: Answers of haproxy that say a command failed (it answers nothing on success).
+_FAILED = ("Unknown command", "No such", "Require ", "not found", "Permission denied",
+           "Invalid ", "failed")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def command(cmd, socket_path=SOCKET, timeout=10):
+    """
+    Send one command to haproxy's runtime API and return its answer (text).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.command 'show servers state app'
+    """
+    if not isinstance(cmd, str) or not cmd.strip() or "\n" in cmd or ";" in cmd:
+        raise SaltInvocationError(f"cmd must be one runtime API command, not {cmd!r}")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(socket_path)
+            conn.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise CommandExecutionError(f"haproxy's runtime API at {socket_path}: {exc}") from None
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _stat_rows(text):
+    """``show stat``'s CSV (its header line starts with ``# ``) as dicts."""
+    lines = text.lstrip("# ").splitlines()
+    return [row for row in csv.DictReader(io.StringIO("\n".join(lines))) if row.get("pxname")]
+
+
+def _server_row(rows, backend, server):
+    """A server's row as ``{"status", "sessions", "weight", "check"}``, or None."""
+    for row in rows:
+        if row["pxname"] == backend and row["svname"] == server:
+            return {
+                "status": row["status"],
+                "sessions": int(row["scur"] or 0),
+                "weight": int(row["weight"] or 0),
+                "check": row.get("check_status") or None,
+            }
+    return None
+
+
+def state(backend, server, socket_path=SOCKET):
+    """
+    The state of ``server`` in ``backend``: ``{"status", "sessions", "weight",
+    "check"}``, ``status`` as haproxy's stats show it (``UP``, ``DRAIN``,
+    ``MAINT``, ``DOWN``, ``UP 1/2``...), ``sessions`` its current sessions.
+    An error when haproxy has no such server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.state app app1
+    """
+    found = _server_row(_stat_rows(command("show stat", socket_path)), backend, server)
+    if found is None:
+        raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
+    return found
+
+
+def _set_state(backend, server, wanted, socket_path):
+    answer = command(f"set server {backend}/{server} state {wanted}", socket_path).strip()
+    if answer and any(word in answer for word in _FAILED):
+        raise CommandExecutionError(f"set server {backend}/{server} state {wanted}: {answer}")
+
+
+def _wait_sessions(read, timeout, interval):
+    """Call ``read()`` (a server's state) until its sessions are 0 or ``timeout``
+    seconds pass; ``(drained, last state, seconds waited)``."""
+    start = time.monotonic()
+    while True:
+        now = read()
+        if now["sessions"] == 0:
+            return True, now, time.monotonic() - start
+        if time.monotonic() - start + interval > timeout:
+            return False, now, time.monotonic() - start
+        time.sleep(interval)
+
+
+def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
+    """
+    Take ``server`` of ``backend`` out of the pool (``state drain``: haproxy
+    sends it no new requests and keeps checking its health), then wait until
+    its current sessions are 0, polling every ``interval`` seconds. After
+    ``timeout`` seconds with sessions left, ``drained`` is False and the return
+    code non-zero; the server stays drained.
+
+    Returns ``{"drained", "status", "sessions", "seconds"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.drain app app1 timeout=30
+    """
+    _set_state(backend, server, "drain", socket_path)
+    drained, last, waited = _wait_sessions(
+        lambda: state(backend, server, socket_path), timeout, interval)
+    if not drained:
+        __context__["retcode"] = 1
+    return {"drained": drained, "status": last["status"], "sessions": last["sessions"],
+            "seconds": round(waited, 3)}
+
+
+def ready(backend, server, socket_path=SOCKET):
+    """
+    Put ``server`` of ``backend`` back in the pool (``state ready``) and
+    return its state (as :func:`state`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.ready app app1
+    """
+    _set_state(backend, server, "ready", socket_path)
+    return state(backend, server, socket_path)

@@ -1,0 +1,198 @@
+"""
+A deploy's work on the hosts that is not a state (orch.deploy calls these
+through ``salt.function``).
+
+``hpd_release.resolve``
+    a revision resolved to its commit against the site's repository, as the app
+    user clones it: the check that a revision exists, before any host changes.
+``hpd_release.log``
+    a line in the host's release log (``<common:app_root>/log/releases.log``)
+    for each release it switches to.
+``hpd_release.mark``
+    the datapoint ``deploys.<env>.<site>`` in Graphite (carbon on the
+    monitoring host), for graphs to mark deploys with.
+
+The computations are plain functions (the ``_``-prefixed helpers), unit-tested.
+"""
+
+import datetime
+import os
+import pwd
+import re
+import shutil
+import socket
+import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "hpd_release"
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+ACTIONS = ("deploy", "rollback")
+#: The order in which git itself picks a ref for a short name (git-rev-parse(1),
+#: "SPECIFYING REVISIONS"): a tag before a branch of the same name.
+REF_PREFIXES = ("", "refs/", "refs/tags/", "refs/heads/", "refs/remotes/")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _ref_sha(refs, rev):
+    """
+    The commit ``rev`` names among ``refs`` (``git ls-remote``'s ``{ref name:
+    sha}``), or None: a full ref name, ``HEAD``, or a short name looked up as
+    git does (a tag before a branch); an annotated tag gives the commit it
+    points to (its peeled ``^{}`` entry), not the tag object.
+    """
+    for prefix in REF_PREFIXES:
+        name = prefix + rev
+        if name in refs:
+            return refs.get(f"{name}^{{}}", refs[name])
+    return None
+
+
+def _fetch_commit(repository, sha, user):
+    """Whether commit ``sha`` is in ``repository``: fetched (depth 1) into a
+    throw-away bare repository as ``user``, which is removed again."""
+    scratch = tempfile.mkdtemp(prefix="hpd-resolve-")
+    try:
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(scratch, entry.pw_uid, entry.pw_gid)
+        __salt__["git.init"](scratch, bare=True, user=user)
+        try:
+            __salt__["git.fetch"](scratch, remote=repository, refspecs=sha, opts="--depth=1",
+                                  user=user)
+            return __salt__["git.rev_parse"](scratch, f"{sha}^{{commit}}", user=user) == sha
+        except CommandExecutionError:
+            return False
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def resolve(rev, repository=None, user=None):
+    """
+    The full sha of the commit ``rev`` names in ``repository``: a branch or tag
+    (``git ls-remote``, a tag before a branch of the same name as git picks), or
+    a full 40-digit sha the repository has (fetched into a throw-away directory
+    to check). An abbreviated sha is refused: the repository cannot be asked
+    for one. An error names a revision the repository does not have.
+
+    repository
+        default: pillar ``site:repository`` (as the release checkout clones it).
+    user
+        who asks (whose keys and git configuration count), default: the app user
+        (pillar ``common:app_user:name``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_release.resolve main
+    """
+    if not (isinstance(rev, str) and rev.strip() and not rev.startswith("-")):
+        raise SaltInvocationError(f"rev must be a branch, a tag or a commit sha, not {rev!r}")
+    if repository is None:
+        repository = __salt__["hpd.settings"]("site")["repository"]
+    if user is None:
+        user = __salt__["hpd.settings"]("common")["app_user"]["name"]
+    if "git.ls_remote" not in __salt__:
+        raise CommandExecutionError("git is not installed on this host (Salt's git module "
+                                    "needs it)")
+    refs = __salt__["git.ls_remote"](remote=repository, user=user)
+    sha = _ref_sha(refs, rev)
+    if sha:
+        return sha
+    if SHA.match(rev) and (rev in refs.values() or _fetch_commit(repository, rev, user)):
+        return rev
+    if re.fullmatch(r"[0-9a-f]{4,39}", rev):
+        raise CommandExecutionError(
+            f"revision {rev!r} is no branch or tag of {repository}; give a commit as its full "
+            "40-digit sha")
+    raise CommandExecutionError(f"revision {rev!r} is not in {repository}")
+
+
+def _log_line(when, site, action, release, sha, rev, who):
+    """One line of the release log: UTC time, site, action, then key=value."""
+    if action not in ACTIONS:
+        raise SaltInvocationError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    fields = [("site", site), ("release", release), ("sha", sha), ("rev", rev), ("who", who)]
+    for key, value in fields:
+        if value is not None and (not str(value) or re.search(r"\s", str(value))):
+            raise SaltInvocationError(f"{key} must be one word, not {value!r}")
+    if not site or not release:
+        raise SaltInvocationError("site and release are required")
+    stamp = datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rest = " ".join(f"{k}={v}" for k, v in fields[1:] if v is not None)
+    return f"{stamp} {site} {action} {rest}\n"
+
+
+def log(site, action, release, sha=None, rev=None, who=None, path=None):
+    """
+    Append a line to the host's release log: when (UTC), the site, ``action``
+    (deploy or rollback), the release it now runs, and the ``sha``, ``rev`` and
+    ``who`` of the deploy. One write (O_APPEND), so lines of concurrent writers
+    never mix.
+
+    path
+        default: ``<common:app_root>/log/releases.log`` (made 0644, root's).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_release.log example deploy 20261130T075527Z-4f6a0c2e9b1d who=alice
+    """
+    line = _log_line(time.time(), site, action, release, sha, rev, who)
+    if path is None:
+        path = os.path.join(__salt__["hpd.settings"]("common")["app_root"], "log",
+                            "releases.log")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return line.rstrip("\n")
+
+
+def _carbon(graphite, peers):
+    """Where carbon is: ``(host, port)`` from the host's ``highperf:graphite``
+    settings, the environment's monitoring host when they name none; None
+    without either (as the vitals push, salt/common/vitals.sls)."""
+    host = graphite.get("host") or (sorted(peers.get("monitoring") or []) or [None])[0]
+    return (host, graphite["port"]) if host else None
+
+
+def mark(site, value=1):
+    """
+    Send the datapoint ``deploys.<env>.<site> <value> <now>`` to carbon (the
+    monitoring host of this host's environment, or pillar
+    ``highperf:graphite:host``), for graphs to mark deploys with (e.g. graphite's
+    ``drawAsInfinite(deploys.dev.example)``). Without a carbon host it sends
+    nothing and says so; when carbon does not take it, an ``ERROR: ...`` string
+    and a non-zero return code.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_release.mark example
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", str(site)):
+        raise SaltInvocationError(f"site must be a metric name part, not {site!r}")
+    hpd = __pillar__.get("hpd") or {}
+    graphite = __salt__["hpd.settings"]("highperf")["graphite"]
+    carbon = _carbon(graphite, hpd.get("peers") or {})
+    metric = f"deploys.{hpd.get('env')}.{site}"
+    if carbon is None:
+        return f"no carbon host (highperf:graphite:host, hpd:peers:monitoring): {metric} not sent"
+    line = f"{metric} {value} {int(time.time())}\n"
+    try:
+        with socket.create_connection(carbon, timeout=graphite["timeout"]) as sock:
+            sock.sendall(line.encode())
+    except OSError as exc:
+        __context__["retcode"] = 1
+        return f"ERROR: could not send {metric} to carbon at {carbon[0]}:{carbon[1]}: {exc}"
+    return line.rstrip("\n")

@@ -1,0 +1,501 @@
+"""
+The parts of a deploy that run on the master (``orch.deploy``, ``orch.rollback``)
+and that Salt has none of: the deploy lock, the revision resolved once into the
+release every host builds, the health gate, the audit events.
+
+``hpd_deploy.lock`` / ``unlock`` / ``status``
+    one deploy per site and environment at a time. The lock is a JSON file in the
+    master's cache (``<cachedir>/hpd_deploy/<site>.<env>.lock``) naming its
+    holder: the process that runs the orchestration (its PID and start time),
+    who started it, since when, which revision and release. A second deploy is
+    refused with that record in its message. The holder's liveness decides, not
+    a lease: when the orchestration's process is gone (it failed, was killed,
+    the machine rebooted), the next ``lock`` takes the lock over, with no hand
+    unlock. A lease would have to outlast the longest step (a migration, a
+    dependency install), which is also how long a crash would block the next
+    deploy; a process is gone the moment it is. ``unlock`` frees only the lock
+    its own process holds, so a refused deploy cannot free the running one's.
+``hpd_deploy.resolve``
+    the revision (branch, tag or full sha) resolved to its commit on one app
+    host, against the site's repository as that host clones it, before any host
+    changes; and the release id every host uses.
+``hpd_deploy.health``
+    the health gate: each app host's ``/health/``, straight at its address and
+    port, until it reports the release.
+``hpd_deploy.notify``
+    the events ``hpd/deploy/<site>/<phase>`` on the master's bus.
+
+The computations are plain functions (the ``_``-prefixed helpers and
+:func:`release_id`), unit-tested; the public functions do the I/O.
+"""
+
+import datetime
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import salt.utils.user
+from salt.exceptions import SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "hpd_deploy"
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Hex digits of the commit in a release id (as hpd_site's release ids).
+RELEASE_SHA_DIGITS = 12
+PHASES = ("start", "step", "finish", "rollback")
+#: saltutil.runner runs a runner in a child process of this name when it drops
+#: privileges to the master's user; the orchestration is then its parent.
+RUNAS_CHILD_PREFIX = "saltutil-runas-"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _utc(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+
+
+def _iso(timestamp):
+    return _utc(timestamp).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _failed(ret):
+    """``ret`` as a failure: the orchestration's ``salt.runner`` state fails (the
+    job's return code), and so does ``salt-run`` (which exits with the return's
+    ``retcode``)."""
+    __context__["retcode"] = 1
+    return {**ret, "retcode": 1}
+
+
+def _name(value, key):
+    if not (isinstance(value, str) and NAME.match(value)):
+        raise SaltInvocationError(
+            f"{key} must be a name of lower-case letters, digits, - and _ (got {value!r})")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The release
+# ---------------------------------------------------------------------------
+
+
+def release_id(sha, when):
+    """
+    The id (directory name) of the release a deploy of commit ``sha`` makes,
+    started at ``when`` (seconds since the epoch): ``<UTC time>-<12 hex digits
+    of the sha>``, e.g. ``20261130T075527Z-4f6a0c2e9b1d``. Computed once per
+    deploy, so every host builds the same one; names sort in deploy order (what
+    keeping the last N and finding the previous release go by), and each deploy
+    is a release of its own, a redeploy of the same commit after a rollback
+    included.
+    """
+    if not (isinstance(sha, str) and SHA.match(sha)):
+        raise SaltInvocationError(f"a release id needs a full commit sha, not {sha!r}")
+    return f"{_utc(when).strftime('%Y%m%dT%H%M%SZ')}-{sha[:RELEASE_SHA_DIGITS]}"
+
+
+def resolve(rev, host, repository=None, timeout=120):
+    """
+    The revision ``rev`` (a branch, a tag or a full commit sha) resolved on the
+    app host ``host`` (a minion id) against the site's repository, as that host
+    clones it (``repository``, default: the host's pillar ``site:repository``;
+    as the app user: ``hpd_release.resolve``), and the release id of a deploy of
+    it starting now.
+    A revision the repository does not have is refused here, before any host
+    changes (the error names it; ``salt-run`` exits 1).
+
+    Returns ``{"rev", "sha", "release"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.resolve main app1
+    """
+    if not (isinstance(rev, str) and rev.strip()):
+        raise SaltInvocationError(
+            f"deploy:rev must be a branch, a tag or a commit sha, not {rev!r}")
+    _name(host, "host")
+    answers = __salt__["salt.execute"](host, "hpd_release.resolve", arg=[rev],
+                                       kwarg={"repository": repository} if repository else None,
+                                       tgt_type="list", timeout=timeout)
+    answer = answers.get(host)
+    if not (isinstance(answer, str) and SHA.match(answer)):
+        reason = answer if answer else "no answer (is its minion up?)"
+        return _failed({"Error": f"revision {rev!r} not resolved on {host}: {reason}"})
+    return {"rev": rev, "sha": answer, "release": release_id(answer, time.time())}
+
+
+# ---------------------------------------------------------------------------
+# The lock
+# ---------------------------------------------------------------------------
+
+
+def _process_start(pid):
+    """The start time of process ``pid`` (seconds since the epoch, 10 ms
+    resolution), or None when there is no such process."""
+    try:
+        return round(psutil.Process(pid).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def _holder_pid():
+    """The PID of the process that runs the orchestration calling this runner."""
+    if multiprocessing.current_process().name.startswith(RUNAS_CHILD_PREFIX):
+        return os.getppid()
+    return os.getpid()
+
+
+def _identity():
+    pid = _holder_pid()
+    return {"pid": pid, "started": _process_start(pid)}
+
+
+def _alive(record, start_of=_process_start):
+    """Whether the process a lock record names still runs: the same PID, started
+    at the same time (a PID the system has given to a new process is not it)."""
+    started = start_of(record.get("pid"))
+    return started is not None and started == record.get("started")
+
+
+def _same_holder(record, identity):
+    return (record.get("pid"), record.get("started")) == (identity["pid"], identity["started"])
+
+
+def _refusal(site, env, record, now):
+    """The message a deploy refused by a live lock gives, naming its holder."""
+    minutes = int(max(0, now - record["since"]) // 60)
+    what = f"rev {record.get('rev')!r}"
+    if record.get("sha"):
+        what += f" ({record['sha'][:RELEASE_SHA_DIGITS]})"
+    if record.get("release"):
+        what += f", release {record['release']}"
+    return (f"deploy of {site} to {env} refused: {record.get('who')} has been deploying "
+            f"{what} since {_iso(record['since'])} ({minutes} min), process "
+            f"{record['pid']} on the master, job {record.get('jid')}")
+
+
+def _lock_dir():
+    path = os.path.join(__opts__["cachedir"], "hpd_deploy")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+class _Guard:
+    """An exclusive flock on the lock directory: one check-and-set at a time."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, ".guard")
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        # A record nobody can read names no holder: it blocks no one.
+        log.warning("hpd_deploy: unreadable lock %s (%s): taken as free", path, exc)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write(path, record):
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+
+
+def _lock_path(site, env):
+    return os.path.join(_lock_dir(), f"{_name(site, 'site')}.{_name(env, 'env')}.lock")
+
+
+def _who():
+    """Who runs the deploy: the user Salt says published the job, else (a runner
+    client that names none: Salt's "UNKNOWN") the user this process runs for
+    (``sudo_<login>`` under sudo)."""
+    user = globals().get("__user__")
+    return user if user and user != "UNKNOWN" else salt.utils.user.get_specific_user()
+
+
+def lock(site, env, rev=None, sha=None, release=None):
+    """
+    Take the deploy lock of ``site`` in environment ``env`` for the process
+    running this orchestration, recording who (the user who started it), since
+    when, ``rev`` (as asked), ``sha`` and ``release``. Refused (``salt-run`` and
+    the orchestration's state fail) while another live process holds it, with a
+    message naming that holder; a lock whose holder is gone is taken over (and
+    the takeover logged). Taking it again from the same process succeeds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.lock example dev rev=main
+    """
+    path = _lock_path(site, env)
+    me = _identity()
+    now = time.time()
+    with _Guard(os.path.dirname(path)):
+        current = _read(path)
+        mine = bool(current) and _same_holder(current, me)
+        if current and not mine and _alive(current):
+            return _failed({"Error": _refusal(site, env, current, now), "holder": current})
+        if current and not mine:
+            log.warning("hpd_deploy: lock of %s/%s held by process %s, which is gone: taken over",
+                        site, env, current.get("pid"))
+        record = {**me, "site": site, "env": env, "who": _who(),
+                  "since": current["since"] if mine else now,
+                  "rev": rev, "sha": sha, "release": release, "jid": globals().get("__jid__")}
+        _write(path, record)
+    return {"locked": True, "holder": record, "taken_over": None if mine else current}
+
+
+def unlock(site, env):
+    """
+    Free the deploy lock of ``site`` in ``env`` if this orchestration's process
+    holds it; a lock another live process holds is left alone (a deploy that
+    was refused must not free the one that runs), which is not an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.unlock example dev
+    """
+    path = _lock_path(site, env)
+    with _Guard(os.path.dirname(path)):
+        current = _read(path)
+        if current is None:
+            return {"unlocked": False, "comment": f"{site}/{env} is not locked"}
+        if not _same_holder(current, _identity()):
+            return {"unlocked": False,
+                    "comment": f"{site}/{env} is held by process {current.get('pid')}, "
+                               "not this one: left alone"}
+        os.remove(path)
+    return {"unlocked": True, "comment": f"{site}/{env} unlocked"}
+
+
+def status(site=None, env=None):
+    """
+    The deploy locks on this master, ``{"<site>/<env>": record}``, each with
+    ``alive`` (whether its holder still runs: a lock whose holder is gone holds
+    nothing back and is taken over by the next deploy). ``site``/``env`` narrow
+    it down.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.status
+    """
+    found = {}
+    directory = _lock_dir()
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".lock"):
+            continue
+        record = _read(os.path.join(directory, name))
+        if record is None or (site and record.get("site") != site) or (
+                env and record.get("env") != env):
+            continue
+        found[f"{record.get('site')}/{record.get('env')}"] = {**record, "alive": _alive(record)}
+    return found
+
+
+def _held(site, env):
+    """The lock record this process holds for ``site``/``env``, or an error."""
+    current = _read(_lock_path(site, env))
+    if current is None or not _same_holder(current, _identity()):
+        raise SaltInvocationError(
+            f"no deploy of {site} to {env} holds the lock in this process "
+            "(hpd_deploy.lock comes first)")
+    return current
+
+
+# ---------------------------------------------------------------------------
+# Audit events
+# ---------------------------------------------------------------------------
+
+
+def _event(record, phase, now, step=None, result=None, comment=None):
+    """The tag and data of a deploy event, from the lock's record."""
+    if phase not in PHASES:
+        raise SaltInvocationError(f"phase must be one of {', '.join(PHASES)}, not {phase!r}")
+    data = {
+        "site": record["site"],
+        "env": record["env"],
+        "release": record.get("release"),
+        "rev": record.get("rev"),
+        "sha": record.get("sha"),
+        "who": record.get("who"),
+        "since": _iso(record["since"]),
+        "duration": round(now - record["since"], 3),
+    }
+    for key, value in (("step", step), ("result", result), ("comment", comment)):
+        if value is not None:
+            data[key] = value
+    return f"hpd/deploy/{record['site']}/{phase}", data
+
+
+def notify(site, env, phase, step=None, result=None, comment=None):
+    """
+    Fire ``hpd/deploy/<site>/<phase>`` (``phase``: start, step, finish or
+    rollback) on the master's event bus, with the release id, revision, sha and
+    user of the deploy holding the lock (this orchestration's), the seconds since
+    it took the lock (``duration``), and ``step``/``result``/``comment`` when
+    given. Operators follow a deploy with ``salt-run state.event
+    'hpd/deploy/*'``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.notify example dev step step=migrate
+    """
+    tag, data = _event(_held(site, env), phase, time.time(), step, result, comment)
+    __salt__["event.send"](tag, data)
+    return {"tag": tag, "data": data}
+
+
+# ---------------------------------------------------------------------------
+# The health gate
+# ---------------------------------------------------------------------------
+
+
+def _address(grains):
+    """The address a host's services listen on, as hpd.service_address finds it
+    on the host: the first non-loopback IPv4 address its name resolves to."""
+    for address in (grains or {}).get("fqdn_ip4") or []:
+        if not address.startswith("127."):
+            return address
+    return None
+
+
+def _verdict(status, body, release):
+    """``(healthy, seen release, reason)`` for one answer of /health/."""
+    try:
+        seen = json.loads(body).get("release")
+    except (ValueError, AttributeError):
+        return False, None, f"HTTP {status}, not JSON with a release"
+    if status != 200:
+        return False, seen, f"HTTP {status} (release {seen})"
+    if seen != release:
+        return False, seen, f"reports release {seen}, not {release}"
+    return True, seen, "healthy"
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _probe(url, release, timeout):
+    """One GET of ``url`` (no proxy): ``(healthy, status, seen, reason)``."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, urllib.error.URLError) as exc:
+        return False, None, None, f"no answer: {getattr(exc, 'reason', exc)}"
+    healthy, seen, reason = _verdict(status, body, release)
+    return healthy, status, seen, reason
+
+
+def _wait_healthy(url, release, timeout, interval, passes):
+    """Poll ``url`` until it answers healthy ``passes`` times in a row, or
+    ``timeout`` seconds pass: the host's verdict as a dict."""
+    start = time.monotonic()
+    deadline = start + timeout
+    streak = 0
+    while True:
+        last = _probe(url, release, max(1.0, min(10.0, deadline - time.monotonic())))
+        streak = streak + 1 if last[0] else 0
+        if streak >= passes or time.monotonic() + interval > deadline:
+            break
+        time.sleep(interval)
+    healthy, status, seen, reason = last
+    verdict = {"healthy": streak >= passes, "url": url, "status": status, "release": seen,
+               "seconds": round(time.monotonic() - start, 3)}
+    verdict["reason"] = reason if verdict["healthy"] else (
+        f"not healthy within {timeout} s: {reason}")
+    return verdict
+
+
+def _gate(urls, release, timeout, interval, passes):
+    """Every host's verdict, polled at once; the gate's return."""
+    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
+        futures = {host: pool.submit(_wait_healthy, url, release, timeout, interval, passes)
+                   for host, url in urls.items() if url}
+        hosts = {host: f.result() for host, f in futures.items()}
+    for host in sorted(h for h, url in urls.items() if not url):
+        hosts[host] = {"healthy": False, "url": None, "status": None, "release": None,
+                       "seconds": 0, "reason": "no address (no fqdn_ip4 grain in the "
+                                               "master's cache)"}
+    failed = {h: v["reason"] for h, v in sorted(hosts.items()) if not v["healthy"]}
+    comment = ("; ".join(f"{h}: {r}" for h, r in failed.items()) if failed
+               else f"{', '.join(sorted(hosts))} serve release {release}")
+    return {"result": not failed, "release": release, "failed": failed, "hosts": hosts,
+            "comment": comment}
+
+
+def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, passes=3):
+    """
+    The health gate. Polls ``http://<address>:<port><path>`` of each app host in
+    ``hosts`` (minion ids; a string is one id) at once, straight at the host (no
+    proxy, not through the load balancer), every ``interval`` seconds until it
+    answers 200 with JSON whose ``release`` is ``release`` ``passes`` times in a
+    row (a chain reload serves old and new workers side by side for a while), or
+    ``timeout`` seconds pass. The address is where the host's services listen:
+    the first non-loopback address of its ``fqdn_ip4`` grain, as the master
+    caches it.
+
+    Returns ``{"result", "release", "failed": {host: why}, "hosts": {host:
+    {"healthy", "url", "status", "release", "seconds", "reason"}}, "comment"}``;
+    when a host fails, ``result`` is False, the comment names each failed host
+    and why, and ``salt-run`` (the orchestration's state) fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.health '[app1, app2]' 20261130T075527Z-4f6a0c2e9b1d 8000
+    """
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    if not hosts:
+        raise SaltInvocationError("hosts: name at least one app host")
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise SaltInvocationError(f"port must be a TCP port number, not {port!r}")
+    grains = __salt__["cache.grains"](tgt=list(hosts), tgt_type="list")
+    urls = {}
+    for host in hosts:
+        address = _address(grains.get(host))
+        urls[host] = f"http://{address}:{port}{path}" if address else None
+    ret = _gate(urls, release, timeout, interval, passes)
+    return ret if ret["result"] else _failed(ret)

@@ -1,0 +1,400 @@
+"""Unit tests for ``_runners/hpd_deploy.py``: the deploy lock, the release id,
+the revision check, the audit events and the health gate (against HTTP servers
+on loopback)."""
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from salt.exceptions import SaltInvocationError
+from test_highperf import FakeClock
+
+MODULE_PATH = Path(__file__).resolve().parents[2] / "_runners" / "hpd_deploy.py"
+SHA = "4f6a0c2e9b1d" + "7" * 28
+WHEN = 1796025327.0  # 2026-11-30T07:55:27Z
+
+
+def load_runner(cachedir, salt_funcs=None, user="alice"):
+    spec = importlib.util.spec_from_file_location("hpd_deploy_under_test", MODULE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__opts__ = {"cachedir": str(cachedir)}
+    module.__context__ = {}
+    module.__salt__ = salt_funcs or {}
+    module.__user__ = user
+    return module
+
+
+@pytest.fixture
+def hd(tmp_path):
+    return load_runner(tmp_path)
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one (a deploy running elsewhere)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def record_of(hd, pid, **extra):
+    return {"pid": pid, "started": hd._process_start(pid), "site": "example", "env": "dev",
+            "who": "bob", "since": WHEN, "rev": "main", "sha": SHA,
+            "release": "20261130T075527Z-4f6a0c2e9b1d", "jid": "20261130075527000000", **extra}
+
+
+def write_lock(hd, record):
+    hd._write(hd._lock_path("example", "dev"), record)
+
+
+# --- the release id -------------------------------------------------------------
+
+
+def test_release_id_is_utc_time_and_short_sha_sorting_in_deploy_order(hd):
+    assert hd.release_id(SHA, WHEN) == "20261130T075527Z-4f6a0c2e9b1d"
+    later = hd.release_id("0" * 40, WHEN + 1)
+    assert sorted([later, hd.release_id(SHA, WHEN)]) == [hd.release_id(SHA, WHEN), later]
+
+
+@pytest.mark.parametrize("sha", ["main", "4f6a0c2", None, SHA.upper()])
+def test_release_id_wants_a_full_sha(hd, sha):
+    with pytest.raises(SaltInvocationError, match="full commit sha"):
+        hd.release_id(sha, WHEN)
+
+
+def test_resolve_asks_the_app_host_and_computes_the_release_once(tmp_path):
+    calls = []
+
+    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
+        calls.append((tgt, fun, list(arg), kwarg, tgt_type))
+        return {"app1": SHA}
+
+    hd = load_runner(tmp_path, {"salt.execute": execute})
+    got = hd.resolve("main", "app1")
+    assert hd.resolve("main", "app1", repository="file:///x.git")["sha"] == SHA
+    assert calls == [("app1", "hpd_release.resolve", ["main"], None, "list"),
+                     ("app1", "hpd_release.resolve", ["main"], {"repository": "file:///x.git"},
+                      "list")]
+    assert got["sha"] == SHA and got["rev"] == "main"
+    assert got["release"].endswith("-4f6a0c2e9b1d") and len(got["release"]) == 29
+    assert "retcode" not in hd.__context__
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("ERROR: revision 'nope' is not in file:///srv/git/example.git", "is not in"),
+    (None, "no answer"),
+])
+def test_resolve_refuses_a_revision_the_host_cannot_find(tmp_path, answer, reason):
+    hd = load_runner(tmp_path, {"salt.execute": lambda *a, **k: {"app1": answer} if answer
+                                else {}})
+    got = hd.resolve("nope", "app1")
+    assert "revision 'nope' not resolved on app1" in got["Error"] and reason in got["Error"]
+    assert hd.__context__["retcode"] == 1 and got["retcode"] == 1
+
+
+def test_resolve_refuses_an_empty_revision_naming_the_key(hd):
+    with pytest.raises(SaltInvocationError, match="deploy:rev"):
+        hd.resolve("  ", "app1")
+
+
+# --- the lock ------------------------------------------------------------------
+
+
+def test_a_second_deploy_is_refused_naming_the_holder(hd, other_process):
+    held = record_of(hd, other_process.pid)
+    write_lock(hd, held)
+    got = hd.lock("example", "dev", rev="v2")
+    assert hd.__context__["retcode"] == 1 and got["retcode"] == 1
+    message = got["Error"]
+    assert message.startswith("deploy of example to dev refused: bob has been deploying")
+    for part in ("rev 'main' (4f6a0c2e9b1d)", "release 20261130T075527Z-4f6a0c2e9b1d",
+                 "since 2026-11-30T07:55:27Z", f"process {other_process.pid}",
+                 "job 20261130075527000000"):
+        assert part in message
+    assert hd._read(hd._lock_path("example", "dev")) == held
+
+
+def test_a_lock_is_per_site_and_environment(hd, other_process):
+    write_lock(hd, record_of(hd, other_process.pid))
+    assert hd.lock("example", "staging")["locked"] is True
+    assert hd.lock("other", "dev")["locked"] is True
+
+
+def test_the_lock_of_a_holder_that_is_gone_is_taken_over(hd):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = {**record_of(hd, os.getpid()), "pid": gone.pid, "started": 1.0}
+    write_lock(hd, stale)
+    got = hd.lock("example", "dev", rev="v2", sha=SHA, release="r2")
+    assert got["locked"] is True and got["taken_over"] == stale
+    assert "retcode" not in hd.__context__
+    holder = hd._read(hd._lock_path("example", "dev"))
+    assert (holder["pid"], holder["who"], holder["rev"], holder["release"]) == (
+        os.getpid(), "alice", "v2", "r2")
+
+
+def test_a_pid_given_to_a_new_process_is_not_the_holder(hd, other_process):
+    """The same PID, started at another time: the holder is gone."""
+    write_lock(hd, {**record_of(hd, other_process.pid), "started": 1.0})
+    assert hd.lock("example", "dev")["locked"] is True
+
+
+def test_who_is_the_publishing_user_else_this_processs_user(tmp_path, monkeypatch):
+    import salt.utils.user
+
+    monkeypatch.setattr(salt.utils.user, "get_specific_user", lambda: "sudo_carol")
+    assert load_runner(tmp_path / "a", user="alice")._who() == "alice"
+    for unnamed in ("UNKNOWN", None):
+        assert load_runner(tmp_path / "b", user=unnamed)._who() == "sudo_carol"
+
+
+def test_the_holder_may_lock_again_and_keeps_its_start(hd):
+    first = hd.lock("example", "dev", rev="main")["holder"]
+    again = hd.lock("example", "dev", rev="main", sha=SHA, release="r1")
+    assert again["locked"] is True and again["taken_over"] is None
+    assert again["holder"]["since"] == first["since"] and again["holder"]["sha"] == SHA
+
+
+def test_unlock_frees_only_the_lock_its_own_process_holds(hd, other_process):
+    held = record_of(hd, other_process.pid)
+    write_lock(hd, held)
+    got = hd.unlock("example", "dev")
+    assert got["unlocked"] is False and f"held by process {other_process.pid}" in got["comment"]
+    assert hd._read(hd._lock_path("example", "dev")) == held
+
+    hd.lock("example", "other")
+    assert hd.unlock("example", "other")["unlocked"] is True
+    assert not os.path.exists(hd._lock_path("example", "other"))
+    assert hd.unlock("example", "other") == {"unlocked": False,
+                                             "comment": "example/other is not locked"}
+
+
+def test_status_says_whether_each_holder_still_runs(hd, other_process):
+    write_lock(hd, record_of(hd, other_process.pid))
+    gone = {**record_of(hd, other_process.pid), "env": "staging", "started": 1.0}
+    hd._write(hd._lock_path("example", "staging"), gone)
+    found = hd.status()
+    assert sorted(found) == ["example/dev", "example/staging"]
+    assert found["example/dev"]["alive"] is True and found["example/staging"]["alive"] is False
+    assert list(hd.status(env="staging")) == ["example/staging"]
+
+
+@pytest.mark.parametrize("site, env, key", [("Example", "dev", "site"), ("ex", "../x", "env"),
+                                            ("", "dev", "site")])
+def test_bad_names_are_refused_naming_the_argument(hd, site, env, key):
+    with pytest.raises(SaltInvocationError, match=f"^{key} must be a name"):
+        hd.lock(site, env)
+    assert os.listdir(hd._lock_dir()) == []
+
+
+def _race(cachedir, barrier, done, results):
+    hd = load_runner(cachedir)
+    barrier.wait()
+    results.put("locked" if hd.lock("example", "dev").get("locked") else "refused")
+    done.wait()  # the winner stays alive until both have tried
+
+
+def test_two_deploys_starting_at_once_get_one_lock(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(10):
+        cachedir = tmp_path / str(_)
+        barrier, done, results = ctx.Barrier(2), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(cachedir, barrier, done, results))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        outcomes = sorted(results.get(timeout=30) for _ in procs)
+        done.set()
+        for p in procs:
+            p.join()
+        assert outcomes == ["locked", "refused"]
+
+
+def _holder_in_child(queue):
+    queue.put(load_runner("/nonexistent")._holder_pid())
+
+
+def test_under_saltutil_runas_the_holder_is_the_orchestration_process():
+    """saltutil.runner runs a runner in a child when it drops privileges: the
+    lock must name the orchestration (the child's parent), not the child."""
+    ctx = multiprocessing.get_context("fork")
+    for name, expected in (("saltutil-runas-salt", os.getpid()), ("Process-9", None)):
+        queue = ctx.Queue()
+        child = ctx.Process(target=_holder_in_child, args=(queue,), name=name)
+        child.start()
+        got = queue.get(timeout=30)
+        child.join()
+        assert got == (expected or child.pid)
+
+
+# --- audit events ---------------------------------------------------------------
+
+
+def test_notify_fires_the_deploy_event_with_the_locks_record(tmp_path, monkeypatch):
+    sent = []
+    hd = load_runner(tmp_path, {"event.send": lambda tag, data: sent.append((tag, data))})
+    monkeypatch.setattr(hd.time, "time", lambda: WHEN)
+    hd.lock("example", "dev", rev="main", sha=SHA, release="20261130T075527Z-4f6a0c2e9b1d")
+    monkeypatch.setattr(hd.time, "time", lambda: WHEN + 42.5)
+    got = hd.notify("example", "dev", "step", step="migrate")
+    assert sent == [(got["tag"], got["data"])]
+    assert got["tag"] == "hpd/deploy/example/step"
+    assert got["data"] == {"site": "example", "env": "dev",
+                           "release": "20261130T075527Z-4f6a0c2e9b1d", "rev": "main",
+                           "sha": SHA, "who": "alice", "since": "2026-11-30T07:55:27Z",
+                           "duration": 42.5, "step": "migrate"}
+    finish = hd.notify("example", "dev", "finish", result=False, comment="app2: HTTP 503")
+    assert finish["tag"] == "hpd/deploy/example/finish"
+    assert (finish["data"]["result"], finish["data"]["comment"]) == (False, "app2: HTTP 503")
+
+
+def test_notify_needs_the_lock_and_a_known_phase(tmp_path, other_process):
+    sent = []
+    hd = load_runner(tmp_path, {"event.send": lambda tag, data: sent.append(tag)})
+    with pytest.raises(SaltInvocationError, match="holds the lock in this process"):
+        hd.notify("example", "dev", "start")
+    write_lock(hd, record_of(hd, other_process.pid))
+    with pytest.raises(SaltInvocationError, match="holds the lock in this process"):
+        hd.notify("example", "dev", "start")
+    hd.lock("example", "staging")
+    with pytest.raises(SaltInvocationError, match="phase must be one of"):
+        hd.notify("example", "staging", "begin")
+    assert sent == []
+
+
+# --- the health gate -------------------------------------------------------------
+
+
+class Health:
+    """A /health/ endpoint on loopback answering from a script of (status,
+    release) pairs, the last one repeated; counts requests."""
+
+    def __init__(self, script):
+        self.script, self.requests = list(script), 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                status, release = outer.script[min(outer.requests, len(outer.script) - 1)]
+                outer.requests += 1
+                body = json.dumps({"release": release, "database": "ok"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def health_server():
+    servers = []
+
+    def make(script):
+        servers.append(Health(script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def clock(hd, monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(hd, "time", fake)
+    return fake
+
+
+def test_the_gate_waits_until_the_host_reports_the_release(hd, health_server, clock):
+    server = health_server([(200, "old"), (200, "old"), (200, "new")])
+    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=1)
+    assert got["healthy"] is True and got["release"] == "new" and got["status"] == 200
+    assert server.requests == 3 and clock.sleeps == [1, 1]
+
+
+def test_the_gate_wants_passes_in_a_row(hd, health_server, clock):
+    """A chain reload serves old and new workers side by side."""
+    server = health_server([(200, "new"), (200, "old"), (200, "new"), (200, "new"),
+                            (200, "new"), (200, "old")])
+    got = hd._wait_healthy(server.url, "new", timeout=30, interval=1, passes=3)
+    assert got["healthy"] is True and server.requests == 5
+
+
+@pytest.mark.parametrize("script, reason", [
+    ([(200, "old")], "not healthy within 5 s: reports release old, not new"),
+    ([(503, "new")], "not healthy within 5 s: HTTP 503 (release new)"),
+])
+def test_a_host_that_never_reports_the_release_fails_with_why(hd, health_server, clock,
+                                                              script, reason):
+    server = health_server(script)
+    got = hd._wait_healthy(server.url, "new", timeout=5, interval=1, passes=1)
+    assert got["healthy"] is False and got["reason"] == reason
+    assert server.requests == 6 and sum(clock.sleeps) == 5
+
+
+def test_a_host_that_does_not_answer_fails_with_why(hd, health_server, clock):
+    server = health_server([(200, "new")])
+    url = server.url
+    server.close()
+    got = hd._wait_healthy(url, "new", timeout=2, interval=1, passes=1)
+    assert got["healthy"] is False
+    assert got["reason"].startswith("not healthy within 2 s: no answer:")
+    assert "refused" in got["reason"].lower()
+
+
+def test_gate_names_each_failed_host(hd, health_server):
+    good = health_server([(200, "new")])
+    bad = health_server([(200, "old")])
+    got = hd._gate({"app1": good.url, "app2": bad.url, "app3": None}, "new", timeout=1,
+                   interval=0.2, passes=2)
+    assert got["result"] is False
+    assert got["hosts"]["app1"]["healthy"] is True
+    assert sorted(got["failed"]) == ["app2", "app3"]
+    assert got["failed"]["app2"] == "not healthy within 1 s: reports release old, not new"
+    assert got["failed"]["app3"].startswith("no address")
+    assert got["comment"].startswith("app2: not healthy within 1 s")
+    ok = hd._gate({"app1": good.url}, "new", timeout=1, interval=0.2, passes=2)
+    assert ok["result"] is True and ok["failed"] == {} and ok["comment"] == (
+        "app1 serve release new")
+
+
+def test_health_targets_each_hosts_service_address_and_fails_the_job(tmp_path, monkeypatch):
+    grains = {"app1": {"fqdn_ip4": ["127.0.1.1", "10.96.0.21"]}, "app2": {"fqdn_ip4": []}}
+    hd = load_runner(tmp_path, {"cache.grains": lambda tgt, tgt_type: {
+        h: g for h, g in grains.items() if h in tgt}})
+    seen = {}
+
+    def gate(urls, release, timeout, interval, passes):
+        seen.update(urls)
+        return {"result": False}
+
+    monkeypatch.setattr(hd, "_gate", gate)
+    assert hd.health(["app1", "app2"], "r1", 8000) == {"result": False, "retcode": 1}
+    assert seen == {"app1": "http://10.96.0.21:8000/health/", "app2": None}
+    assert hd.__context__["retcode"] == 1
+
+
+@pytest.mark.parametrize("hosts, port, match", [([], 8000, "hosts"), (["app1"], "8000", "port"),
+                                                (["app1"], 0, "port")])
+def test_health_refuses_bad_arguments_naming_them(hd, hosts, port, match):
+    with pytest.raises(SaltInvocationError, match=f"^{match}"):
+        hd.health(hosts, "r1", port)

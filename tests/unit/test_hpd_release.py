@@ -1,0 +1,216 @@
+"""Unit tests for ``_modules/hpd_release.py``: revisions resolved against a real
+git repository through Salt's git module, the release log, the deploy datapoint
+sent to a carbon listener on loopback."""
+
+import importlib.util
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import salt.config
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from saltfactories.utils.functional import Loaders
+from test_hpd import REPO
+
+WHEN = 1796025327.0  # 2026-11-30T07:55:27Z
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                          text=True, env={**os.environ, "GIT_AUTHOR_NAME": "t",
+                                          "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                                          "GIT_COMMITTER_EMAIL": "t@t"}).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A bare repository: branch main (two commits), annotated tag v1 on the first,
+    a branch and a tag both named `same`, and a commit no ref reaches."""
+    root = tmp_path_factory.mktemp("git")
+    work = root / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    commits = {}
+    for name in ("first", "second", "loose"):
+        git(work, "commit", "-q", "--allow-empty", "-m", name)
+        commits[name] = git(work, "rev-parse", "HEAD")
+    git(work, "tag", "-a", "-m", "v1", "v1", commits["first"])
+    git(work, "branch", "same", commits["first"])
+    git(work, "tag", "same", commits["second"])
+    git(work, "reset", "-q", "--hard", commits["second"])
+    bare = root / "example.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    # The loose commit: in the repository's objects, on no ref.
+    subprocess.run(f"git -C {work} pack-objects --revs --stdout <<< {commits['loose']} | "
+                   f"git -C {bare} unpack-objects -q", shell=True, check=True,
+                   executable="/bin/bash")
+    return {"url": f"file://{bare}", **commits,
+            "tag_object": git(bare, "rev-parse", "refs/tags/v1")}
+
+
+def opts_in(directory, pillar=None):
+    opts = salt.config.minion_config(None)
+    opts.update(file_client="local", file_roots={"base": [str(REPO / "salt"), str(REPO)]},
+                module_dirs=[str(REPO / "_modules")], cachedir=str(directory / "cache"),
+                pki_dir=str(directory / "pki"), id="unit", pillar=pillar or {})
+    return opts
+
+
+@pytest.fixture(scope="module")
+def rel(tmp_path_factory):
+    """The module through Salt's loader (Salt's git module under it), once: a
+    loader takes seconds to build."""
+    return Loaders(opts_in(tmp_path_factory.mktemp("minion"))).modules.hpd_release
+
+
+@pytest.fixture(scope="module")
+def pure():
+    """The module's file imported plainly, for its pure helpers."""
+    path = Path(REPO / "_modules" / "hpd_release.py")
+    spec = importlib.util.spec_from_file_location("hpd_release_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mark_with(tmp_path, pillar):
+    return Loaders(opts_in(tmp_path, pillar)).modules.hpd_release.mark("example")
+
+
+@pytest.mark.parametrize("rev, expected", [
+    ("main", "second"), ("refs/heads/main", "second"), ("HEAD", "second"),
+    ("v1", "first"),          # an annotated tag: the commit, not the tag object
+    ("same", "second"),       # a tag before a branch of the same name, as git picks
+    ("refs/heads/same", "first"),
+])
+def test_refs_resolve_to_their_commit(rel, repo, rev, expected):
+    assert rel.resolve(rev, repository=repo["url"], user="root") == repo[expected]
+    assert repo["tag_object"] != repo["first"]
+
+
+def test_a_full_sha_the_repository_has_resolves_even_on_no_ref(rel, repo):
+    assert rel.resolve(repo["first"], repository=repo["url"], user="root") == repo["first"]
+    assert rel.resolve(repo["loose"], repository=repo["url"], user="root") == repo["loose"]
+
+
+@pytest.mark.parametrize("rev, message", [
+    ("nope", "revision 'nope' is not in file://"),
+    ("1234567890" * 4, "revision '1234567890123456789012345678901234567890' is not in"),
+    ("4f6a0c2", "is no branch or tag of file://"),
+])
+def test_a_revision_the_repository_lacks_is_refused_naming_it(rel, repo, rev, message):
+    with pytest.raises(CommandExecutionError, match=message):
+        rel.resolve(rev, repository=repo["url"], user="root")
+
+
+def test_an_unreachable_repository_is_an_error(rel, tmp_path):
+    with pytest.raises(CommandExecutionError):
+        rel.resolve("main", repository=f"file://{tmp_path}/missing.git", user="root")
+
+
+@pytest.mark.parametrize("rev", ["", "  ", "--upload-pack=touch /tmp/x", None])
+def test_bad_revisions_are_refused_before_git_runs(rel, rev):
+    with pytest.raises(SaltInvocationError, match="rev must be"):
+        rel.resolve(rev, repository="file:///nonexistent")
+
+
+def test_the_scratch_fetch_leaves_nothing_behind(rel, repo, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    rel.resolve(repo["loose"], repository=repo["url"], user="root")
+    with pytest.raises(CommandExecutionError):
+        rel.resolve("f" * 40, repository=repo["url"], user="root")
+    assert list(scratch.iterdir()) == []
+
+
+# --- the release log ---------------------------------------------------------
+
+
+def test_log_line_names_when_what_and_who(pure):
+    line = pure._log_line(WHEN, "example", "deploy", "20261130T075527Z-4f6a0c2e9b1d",
+                            "4f6a" + "0" * 36, "main", "alice")
+    assert line == ("2026-11-30T07:55:27Z example deploy release=20261130T075527Z-4f6a0c2e9b1d "
+                    f"sha=4f6a{'0' * 36} rev=main who=alice\n")
+    rollback = pure._log_line(WHEN, "example", "rollback", "r0", None, None, None)
+    assert rollback == "2026-11-30T07:55:27Z example rollback release=r0\n"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"action": "switch"}, "action must be one of deploy, rollback"),
+    ({"who": "alice\nforged line"}, "who must be one word"),
+    ({"rev": "a b"}, "rev must be one word"),
+    ({"release": None}, "site and release are required"),
+])
+def test_log_line_refuses_what_would_break_the_line(pure, kwargs, message):
+    args = {"site": "example", "action": "deploy", "release": "r1", "sha": None, "rev": None,
+            "who": None, **kwargs}
+    with pytest.raises(SaltInvocationError, match=message):
+        pure._log_line(WHEN, **args)
+
+
+def test_log_appends_a_line_per_call(rel, tmp_path):
+    path = tmp_path / "releases.log"
+    first = rel.log("example", "deploy", "r1", who="alice", path=str(path))
+    second = rel.log("example", "rollback", "r0", who="alice", path=str(path))
+    lines = path.read_text().splitlines()
+    assert lines == [first, second]
+    assert lines[0].endswith(" example deploy release=r1 who=alice")
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+# --- the deploy datapoint ----------------------------------------------------
+
+
+def test_carbon_is_the_pillar_host_else_the_monitoring_host(pure):
+    carbon = pure._carbon
+    assert carbon({"host": "graphite", "port": 2003}, {"monitoring": ["mon"]}) == (
+        "graphite", 2003)
+    assert carbon({"host": None, "port": 2004}, {"monitoring": ["mon2", "mon1"]}) == (
+        "mon1", 2004)
+    assert carbon({"host": None, "port": 2003}, {"app": ["app1"]}) is None
+
+
+@pytest.fixture
+def carbon_listener():
+    server = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def accept():
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.makefile().read())
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received, thread
+    server.close()
+
+
+def test_mark_sends_the_deploy_datapoint_to_carbon(tmp_path, carbon_listener):
+    port, received, thread = carbon_listener
+    sent = mark_with(tmp_path, {"hpd": {"env": "dev", "peers": {}},
+                                "highperf": {"graphite": {"host": "127.0.0.1", "port": port}}})
+    thread.join(10)
+    assert received == [sent + "\n"]
+    metric, value, stamp = sent.split()
+    assert (metric, value) == ("deploys.dev.example", "1") and stamp.isdigit()
+
+
+def test_mark_without_carbon_sends_nothing_and_says_so(tmp_path):
+    got = mark_with(tmp_path, {"hpd": {"env": "dev", "peers": {"app": ["app1"]}}})
+    assert got.startswith("no carbon host") and "deploys.dev.example not sent" in got
+
+
+def test_mark_says_where_it_failed_when_carbon_is_down(tmp_path):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    got = mark_with(tmp_path, {"hpd": {"env": "dev"},
+                               "highperf": {"graphite": {"host": "127.0.0.1", "port": port}}})
+    assert got.startswith(f"ERROR: could not send deploys.dev.example to carbon at "
+                          f"127.0.0.1:{port}")
