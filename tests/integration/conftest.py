@@ -87,9 +87,14 @@ def settled(lab, highstate, role):
     the shared first highstate."""
     hosts = lab.hosts_with(role)
     assert hosts, f"the lab has no host with the {role} role"
-    failed = [r["__id__"] for r in highstate[hosts[0]] if r["result"] is not True]
+    failed = failures(highstate[hosts[0]])
     assert not failed, f"{hosts[0]}: {failed}"
     return hosts[0]
+
+
+def failures(results):
+    """{state id: comment} of the states in `results` that did not succeed."""
+    return {r["__id__"]: r["comment"] for r in results if r["result"] is not True}
 
 
 def state_results(returned, hosts):

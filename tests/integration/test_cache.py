@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+from conftest import failures
 
 pytestmark = pytest.mark.lab
 
@@ -96,8 +97,8 @@ def farm(lab, highstate):
     assert {r["__id__"] for r in ours} >= {"cache-memcached-service-running",
                                            "cache-redis-service-running",
                                            "twemproxy-nutcracker-service-running"}
-    failed = [f"{r['__id__']}: {r['comment']}" for r in ours if r["result"] is not True]
-    assert not failed, "\n".join(failed)
+    failed = failures(ours)
+    assert not failed, failed
     cache = lab.salt(caches[0], "hpd.settings", "cache")[caches[0]]
     twemproxy = lab.salt(apps[0], "hpd.settings", "twemproxy")[apps[0]]
     return caches, apps, cache, twemproxy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import settled
+from conftest import failures, settled
 
 pytestmark = pytest.mark.lab
 
@@ -32,7 +32,7 @@ def apply_db(lab, host, settings=None):
         args.append("pillar=" + json.dumps({"db": {"postgresql": {"settings": settings}}}))
     returned = lab.salt(*args)[host]
     assert isinstance(returned, dict), returned
-    failed = [r["__id__"] for r in returned.values() if r["result"] is not True]
+    failed = failures(returned.values())
     assert not failed, failed
     return sorted(r["__id__"] for r in returned.values() if r["changes"])
 

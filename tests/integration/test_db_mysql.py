@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import LabHandle
+from conftest import LabHandle, failures
 
 pytestmark = pytest.mark.lab
 
@@ -36,7 +36,7 @@ def mysql_lab(tmp_path_factory):
 def apply(lab):
     returned = lab.salt(HOST, "state.apply", "common,db", PILLAR)[HOST]
     assert isinstance(returned, dict), returned
-    failed = {r["__id__"]: r["comment"] for r in returned.values() if r["result"] is not True}
+    failed = failures(returned.values())
     assert not failed, failed
     return sorted(r["__id__"] for r in returned.values() if r["changes"])
 

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import state_results
+from conftest import failures, state_results
 from hpdlab.util import wait_for
 
 pytestmark = pytest.mark.lab
@@ -53,7 +53,7 @@ def test_pillar_comes_from_the_inventory(lab):
 def test_highstate_applies_common_everywhere(lab, highstate):
     assert sorted(highstate) == lab.hosts
     for host, results in highstate.items():
-        failed = [r["__id__"] for r in results if r["result"] is not True]
+        failed = failures(results)
         assert not failed, f"{host}: {failed}"
         assert any(r["__id__"] == "common-app-user-present" for r in results)
 
@@ -77,7 +77,7 @@ def test_second_highstate_changes_nothing(lab, highstate):
     for host, results in again.items():
         changed = [r["__id__"] for r in results if r["changes"]]
         assert not changed, f"{host} changed on the second run: {changed}"
-        failed = [f"{r['__id__']}: {r['comment']}" for r in results if r["result"] is not True]
+        failed = failures(results)
         assert not failed, f"{host}: {failed}"
 
 

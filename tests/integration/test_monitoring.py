@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import failures
 
 pytestmark = pytest.mark.lab
 
@@ -47,8 +48,8 @@ def mon(lab, highstate):
     ours = [r for host in highstate for r in highstate[host]
             if r.get("__id__", "").startswith(("monitoring-", "common-vitals-"))]
     assert any(r["__id__"].startswith("monitoring-") for r in highstate[name])
-    failed = [f"{r['__id__']}: {r['comment']}" for r in ours if r["result"] is not True]
-    assert not failed, "\n".join(failed)
+    failed = failures(ours)
+    assert not failed, failed
     return name
 
 
