@@ -12,6 +12,7 @@ Salt masks pillar: only the template that writes a secret asks for its value
 """
 
 import copy
+import re
 import socket
 
 import salt.utils.yaml
@@ -223,3 +224,48 @@ def addresses(names, key="hpd:peers"):
             ) from None
         found.add(infos[0][4][0])
     return sorted(found, key=lambda a: tuple(int(p) for p in a.split(".")))
+
+
+def pg_slot_name(minion_id):
+    """
+    The physical replication slot the primary keeps for the replica
+    ``minion_id``: ``hpd_`` and the id, lower case, every character outside
+    ``[a-z0-9_]`` as ``_`` (slot names allow no other), at most 63 characters.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.pg_slot_name db2.example.com
+    """
+    return ("hpd_" + re.sub(r"[^a-z0-9_]", "_", str(minion_id).lower()))[:63]
+
+
+#: Settings a hot standby must have at least as high as its primary's, else it
+#: does not start (PostgreSQL's "insufficient parameter settings"), with
+#: PostgreSQL's defaults: the floor a replica keeps.
+PG_STANDBY_FLOOR = {
+    "max_worker_processes": 8,
+    "max_wal_senders": 10,
+    "max_locks_per_transaction": 64,
+}
+
+
+def pg_standby_settings(settings):
+    """
+    ``settings`` (a host's tuning) for a hot standby: each setting that must
+    not be lower than the primary's raised to at least PostgreSQL's default
+    (the tuning sizes max_worker_processes by the host's CPUs, and a replica
+    may have fewer than its primary). A primary tuned above those defaults
+    needs the same values on its replicas from pillar db:postgresql:settings.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 hpd.pg_standby_settings '{max_worker_processes: 1}'
+    """
+    ret = dict(settings)
+    for name, floor in PG_STANDBY_FLOOR.items():
+        ret[name] = max(int(ret.get(name, floor)), floor)
+    return ret

@@ -295,7 +295,8 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
     archived first, the server stopped, its data directory restored (delta)
     and replayed to ``target``, then promoted and running on a new timeline.
     Everything written after ``target`` is gone from the server (still in the
-    repository's WAL).
+    repository's WAL). Its replicas' slots are made anew: rebuild the
+    replicas (mark each hpd-rebuild and highstate it, salt/db_replica).
 
     CLI Example:
 
@@ -309,6 +310,7 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
         return _run(_as_postgres(["psql", "-XAtq", "-c", query]), shell=True).strip()
 
     _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "check"]), shell=True)
+    slots = psql("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
     _run(["systemctl", "stop", service])
     try:
         _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "--delta", "--type=time",
@@ -324,6 +326,10 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
     for name in RECOVERY_SETTINGS:
         psql(f"ALTER SYSTEM RESET {name}")
     _run(["systemctl", "restart", service])
+    # A restore leaves no replication slot: the replicas' are made anew, for
+    # their rebuild (their data went past the restored point; README).
+    for slot in slots.split():
+        psql(f"SELECT pg_create_physical_replication_slot('{slot}')")
     return {"target": target, "timeline": psql("SELECT timeline_id FROM pg_control_checkpoint()")}
 
 

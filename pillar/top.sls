@@ -15,9 +15,12 @@
 
     A role whose secrets other roles' hosts need too (the db password, which
     the app and worker hosts connect with) names them in `secret_readers`, as
-    its schema's x-secret-readers does (the unit test keeps the two equal). #}
-{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync'] %}
-{%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup']} %}
+    its schema's x-secret-readers does (the unit test keeps the two equal).
+    A db_replica host reads db's and backup's: it runs the db role's
+    configuration, so that it can be promoted (orch.db_failover). #}
+{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'db_replica'] %}
+{%- set secret_readers = {'db': ['app', 'worker', 'db_replica'], 'backup': ['db', 'db_replica'],
+                          'media_rsync': ['app', 'backup'], 'db_replica': ['db']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {%- set minion = (inventory or {}).get(grains['id']) %}
 {%- if minion %}

@@ -83,6 +83,11 @@ db-pitr-backup-timer-running:
 db-pitr-first-backup-done:
   cmd.run:
     - name: systemctl start hpd-pgbackrest-backup.service
+    {#- Right after a promotion the new timeline's first WAL may not be
+        archived yet when pgBackRest checks for it. #}
+    - retry:
+        attempts: 3
+        interval: 15
     - onchanges:
       - cmd: db-pitr-stanza-created
     - require:

@@ -148,3 +148,9 @@ def test_a_point_in_time_restore_brings_deleted_rows_back(lab, db, backup):
     # The server is back to normal: the db role has nothing to do.
     returned = lab.salt(db, "state.apply", "db")[db]
     assert [r["__id__"] for r in returned.values() if r["changes"] or not r["result"]] == []
+    # Its replicas went past the restored point: marked, a highstate rebuilds them.
+    for replica in hosts_with(lab, "db_replica"):
+        lab.exec(replica, "touch", "/var/lib/postgresql/15/main/hpd-rebuild")
+        returned = lab.salt(replica, "state.apply", timeout=900)[replica]
+        assert [r["__id__"] for r in returned.values() if r["changes"] or not r["result"]] == [
+            "db_replica-basebackup-done"]

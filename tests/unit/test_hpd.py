@@ -198,3 +198,18 @@ def test_addresses_name_the_key_of_a_name_that_does_not_resolve(monkeypatch):
     monkeypatch.setattr(hpd_module().socket, "getaddrinfo", fail)
     with pytest.raises(CommandExecutionError, match="hpd:peers:app: host 'ghost' does not"):
         hpd_module().addresses(["ghost"], key="hpd:peers:app")
+
+
+@pytest.mark.parametrize("minion, slot", [("db2", "hpd_db2"),
+                                          ("DB-2.example.com", "hpd_db_2_example_com"),
+                                          ("x" * 80, "hpd_" + "x" * 59)])
+def test_pg_slot_name_is_a_valid_slot_name_per_host(minion, slot):
+    assert hpd_module().pg_slot_name(minion) == slot
+
+
+def test_pg_standby_settings_raise_what_a_standby_needs_to_postgresqls_defaults():
+    tuned = {"max_worker_processes": 1, "max_wal_senders": 20, "work_mem": "4MB"}
+    standby = hpd_module().pg_standby_settings(tuned)
+    assert standby == {"max_worker_processes": 8, "max_wal_senders": 20, "work_mem": "4MB",
+                       "max_locks_per_transaction": 64}
+    assert tuned["max_worker_processes"] == 1  # input unchanged

@@ -1,0 +1,91 @@
+# Failover: the environment's replica becomes its primary.
+#
+#   salt-run state.orchestrate orch.db_failover pillar='{"env": "production"}'
+#
+# 1. The old primary (the host with the db role) is fenced, if its minion
+#    answers: PostgreSQL stopped and its service masked, and standby.signal in
+#    its data directory, so that even a start by hand comes up read-only; the
+#    marker hpd-rebuild says it must be rebuilt. A host that does not answer
+#    cannot be fenced from here: the orchestration fails at this step after
+#    doing the rest; power the host off before it comes back.
+# 2. The replica (the env's db_replica host; pillar `to` picks one when there
+#    are several) is promoted (pg_promote: waits until it takes writes).
+# 3. db_primary.yaml beside the master's inventory.yaml names it as the env's
+#    primary: pillar/inventory.sls then gives it the db role and the old
+#    primary db_replica, and hpd:peers:db, where the app and worker hosts find
+#    the primary, names it.
+# 4. Every host of the env refreshes its pillar; the new primary is
+#    highstated as db (its slots, pgBackRest, backup user).
+# The fenced host is rebuilt as a replica of the new one by its next
+# highstate (a fresh base backup: whatever it took after the replica's last
+# received WAL is discarded).
+{%- set env = pillar.get('env') %}
+{%- if not env %}
+{{-   raise('pillar env is required: the environment to fail over, e.g. pillar=\'{"env": "dev"}\'') }}
+{%- endif %}
+{%- set hosts = salt['saltutil.runner']('cache.pillar', tgt='I@hpd:env:' ~ env, tgt_type='compound') %}
+{%- set primaries, replicas = [], [] %}
+{%- for id, data in hosts | dictsort %}
+{%-   set roles = data.get('hpd', {}).get('roles', []) %}
+{%-   do (primaries if 'db' in roles else replicas if 'db_replica' in roles else []).append(id) %}
+{%- endfor %}
+{%- set to = pillar.get('to') or (replicas[0] if replicas | length == 1 else none) %}
+{%- if to not in replicas %}
+{{-   raise('pillar to: name the db_replica host of ' ~ env ~ ' to promote, one of ' ~ replicas | json) }}
+{%- endif %}
+{#- db_primary.yaml goes beside inventory.yaml, in the master's pillar root
+    that holds it. #}
+{%- set ns = namespace(root=none) %}
+{%- for root in opts.pillar_roots.base if salt['file.file_exists'](root ~ '/inventory.yaml') %}
+{%-   set ns.root = root %}
+{%- endfor %}
+{%- set service = 'postgresql@15-main' %}
+{%- set data_dir = '/var/lib/postgresql/15/main' %}
+
+{%- for old in primaries %}
+db-failover-{{ old }}-fenced:
+  salt.function:
+    - name: cmd.run
+    - tgt: {{ old }}
+    - arg:
+      - >-
+        systemctl mask --now {{ service }}
+        && touch {{ data_dir }}/standby.signal {{ data_dir }}/hpd-rebuild
+{%- endfor %}
+
+db-failover-{{ to }}-promoted:
+  salt.function:
+    - name: cmd.run
+    - tgt: {{ to }}
+    - arg:
+      - runuser -u postgres -- psql -XAtqc "SELECT pg_promote()" | grep -qx t
+    - kwarg:
+        cwd: /
+
+db-failover-primary-named:
+  file.serialize:
+    - name: {{ ns.root }}/db_primary.yaml
+    - serializer: yaml
+    - dataset:
+        {{ env }}: {{ to }}
+    - merge_if_exists: True
+    - mode: '0644'
+    - require:
+      - salt: db-failover-{{ to }}-promoted
+
+db-failover-pillar-refreshed:
+  salt.function:
+    - name: saltutil.refresh_pillar
+    - tgt: I@hpd:env:{{ env }}
+    - tgt_type: compound
+    - kwarg:
+        wait: True
+    - require:
+      - file: db-failover-primary-named
+
+db-failover-{{ to }}-highstated:
+  salt.state:
+    - tgt: {{ to }}
+    - highstate: True
+    - require:
+      - salt: db-failover-pillar-refreshed
