@@ -241,6 +241,28 @@ def pg_slot_name(minion_id):
     return ("hpd_" + re.sub(r"[^a-z0-9_]", "_", str(minion_id).lower()))[:63]
 
 
+def pg_slot_changes(existing, replicas):
+    """
+    What a primary does to its physical replication slots so that it keeps one
+    for each replica in ``replicas`` (minion ids; ``pg_slot_name``) and none
+    for a replica that left: ``{"create": [...], "drop": [...], "busy": [...]}``.
+    ``existing`` maps each physical slot's name to whether a replica streams
+    through it now. Only slots named like ours (``hpd_``) are dropped, and an
+    active one never (PostgreSQL refuses): it is listed in ``busy``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.pg_slot_changes '{hpd_db2: true, hpd_gone: false}' '[db2, db3]'
+    """
+    wanted = {pg_slot_name(r) for r in replicas or []}
+    stale = sorted(s for s in existing if s.startswith("hpd_") and s not in wanted)
+    return {"create": sorted(wanted - set(existing)),
+            "drop": [s for s in stale if not existing[s]],
+            "busy": [s for s in stale if existing[s]]}
+
+
 #: Settings a hot standby must have at least as high as its primary's, else it
 #: does not start (PostgreSQL's "insufficient parameter settings"), with
 #: PostgreSQL's defaults: the floor a replica keeps.

@@ -19,16 +19,7 @@
 # The fenced host is rebuilt as a replica of the new one by its next
 # highstate (a fresh base backup: whatever it took after the replica's last
 # received WAL is discarded).
-{%- set env = pillar.get('env') %}
-{%- if not env %}
-{{-   raise('pillar env is required: the environment to fail over, e.g. pillar=\'{"env": "dev"}\'') }}
-{%- endif %}
-{%- set hosts = salt['saltutil.runner']('cache.pillar', tgt='I@hpd:env:' ~ env, tgt_type='compound') %}
-{%- set primaries, replicas = [], [] %}
-{%- for id, data in hosts | dictsort %}
-{%-   set roles = data.get('hpd', {}).get('roles', []) %}
-{%-   do (primaries if 'db' in roles else replicas if 'db_replica' in roles else []).append(id) %}
-{%- endfor %}
+{%- from "orch/db_hosts.jinja" import env, primaries, replicas, service, data_dir with context %}
 {%- set to = pillar.get('to') or (replicas[0] if replicas | length == 1 else none) %}
 {%- if to not in replicas %}
 {{-   raise('pillar to: name the db_replica host of ' ~ env ~ ' to promote, one of ' ~ replicas | json) }}
@@ -39,8 +30,6 @@
 {%- for root in opts.pillar_roots.base if salt['file.file_exists'](root ~ '/inventory.yaml') %}
 {%-   set ns.root = root %}
 {%- endfor %}
-{%- set service = 'postgresql@15-main' %}
-{%- set data_dir = '/var/lib/postgresql/15/main' %}
 
 {%- for old in primaries %}
 db-failover-{{ old }}-fenced:

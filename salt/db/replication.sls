@@ -6,9 +6,12 @@ include:
 {#- The primary's side of streaming replication (salt/db_replica): the
     replication role (its password read on the minion by the state) and one
     physical slot per replica of this environment (pillar hpd:peers:db_replica),
-    so the primary keeps the WAL a replica has not received yet; pg_hba.conf
-    (db.config) admits the role from the db and db_replica hosts. #}
-{%- if server.engine == 'postgresql' and replicas %}
+    so the primary keeps the WAL a replica has not received yet; the slot of a
+    replica that left the environment is dropped, or it would keep WAL for
+    ever. pg_hba.conf (db.config) admits the role from the db and db_replica
+    hosts. #}
+{%- if server.engine == 'postgresql' %}
+{%-   if replicas %}
 db-replication-user-present:
   hpd_db.user_present:
     - name: {{ replication.replication_user }}
@@ -16,19 +19,12 @@ db-replication-user-present:
     - replication: True
     - require:
       - sls: db.service
+{%-   endif %}
 
-{%-   for replica in replicas %}
-{%-     set slot = salt['hpd.pg_slot_name'](replica) %}
-
-db-replication-slot-{{ slot }}-present:
-  cmd.run:
-    - name: psql -XAtqc "SELECT pg_create_physical_replication_slot('{{ slot }}')"
-    - runas: {{ server.user }}
-    - cwd: /
-    - unless: >-
-        test -n "$(psql -XAtqc "SELECT 1 FROM pg_replication_slots
-        WHERE slot_name = '{{ slot }}'")"
+db-replication-slots-managed:
+  hpd_db.slots_managed:
+    - name: physical replication slots
+    - replicas: {{ replicas | json }}
     - require:
       - sls: db.service
-{%-   endfor %}
 {%- endif %}

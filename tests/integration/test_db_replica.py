@@ -1,19 +1,22 @@
 """The db_replica role and orch.db_failover on the lab's db (primary) and db2
 (replica) hosts: db2 streams from db through its slot after the shared first
-highstate; the failover drill (writes from app1 through the primary the site
-finds in pillar, the primary stopped, orch.db_failover, writes back on db2, the
-old primary fenced); then the way back, which leaves the lab as it found it
-(db primary, db2 its replica, no db_primary.yaml) for the tests after this one."""
+highstate; the failover drill (a light write load from app1, the primary
+stopped, orch.db_failover, writes back on db2, the old primary fenced); then the
+way back. Whatever a test leaves, the module puts the lab back as the inventory
+has it (db primary with a backup of its timeline, db2 its replica, no
+db_primary.yaml) for the tests after it (`fail_back`)."""
 
 import json
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import test_db
 import yaml
-from test_db import PASSWORD, hosts_with, sql
+from conftest import settled
+from hpdlab.util import VENV
+from test_db import PASSWORD, sql
 
 pytestmark = pytest.mark.lab
 
@@ -26,32 +29,86 @@ REPLICATION_PASSWORD = REPLICATION["db_replica"]["replication_password"]
 SERVICE = "postgresql@15-main"
 DATA = "/var/lib/postgresql/15/main"
 DRILL_LOG = "/tmp/hpd-failover-drill.log"
+DRILL_UNIT = "hpd-failover-drill"
 
-#: app1's write loop: an INSERT through the primary the site finds (pillar
-#: hpd:peers:db, looked up again after each failure, as a reloaded site would),
-#: one line per attempt: ok|fail and the time.
-WRITE_LOOP = f"""
-primary() {{ /opt/hpd-salt/venv/bin/salt-call --out=txt pillar.get hpd:peers:db:0 unmask=True \
-    2>/dev/null | sed -n 's/^local: //p'; }}
-h=$(primary)
-while :; do
-  if PGCONNECT_TIMEOUT=2 psql -XAtq -h "$h" -U hpd -d hpd -w \
-      -c 'INSERT INTO failover_probe DEFAULT VALUES' >/dev/null 2>&1; then
-    echo "ok $(date +%s.%N)"
-  else
-    echo "fail $(date +%s.%N)"; h=$(primary)
-  fi
-  sleep 0.2
-done >> {DRILL_LOG}
-"""
+
+@dataclass(frozen=True)
+class Writes:
+    """One kind of write the drill's load makes, as shell: `setup` once, then
+    `write` (exits 0 when the write succeeded) every interval, and
+    `after_failure` after each failed one."""
+    setup: str
+    write: str
+    after_failure: str = ":"
+
+
+#: The primary the site finds: pillar hpd:peers:db on the app host, read by the
+#: Salt the lab binds into every host (at the machine's venv path: HPD_VENV).
+LOOKUP = (f"{VENV}/bin/salt-call --out=txt pillar.get hpd:peers:db:0 unmask=True "
+          "2>/dev/null | sed -n 's/^local: //p'")
+
+#: Writes through the site's database credentials (user hpd, its password in
+#: root's 0600 pgpass on the app host): an INSERT into failover_probe on the
+#: primary the site finds in pillar, looked up again after a failure, as a site
+#: repointed by orch.db_failover would. Once the site runs on the app hosts, a
+#: POST to it through the lb makes the same measurement with no lookup of its
+#: own (the orchestration repoints and reloads the site).
+DB_WRITES = Writes(
+    setup=f"primary() {{ {LOOKUP}; }}; h=$(primary)",
+    write="PGCONNECT_TIMEOUT=2 psql -XAtq -h \"$h\" -U hpd -d hpd -w "
+          "-c 'INSERT INTO failover_probe DEFAULT VALUES'",
+    after_failure="h=$(primary)",
+)
+
+
+class WriteLoad:
+    """A light write load from `host`: `writes`, one every `interval` s, in a
+    transient unit; one line per attempt in DRILL_LOG (ok|fail and the time)."""
+
+    def __init__(self, lab, host, writes, interval=0.2):
+        self.lab, self.host = lab, host
+        self.script = (f"{writes.setup}\nwhile :; do\n"
+                       f"  if {writes.write} >/dev/null 2>&1; then echo \"ok $(date +%s.%N)\"\n"
+                       f"  else echo \"fail $(date +%s.%N)\"; {writes.after_failure}\n  fi\n"
+                       f"  sleep {interval}\ndone >> {DRILL_LOG}\n")
+
+    def start(self):
+        self.lab.exec(self.host, "rm", "-f", DRILL_LOG)
+        self.lab.exec(self.host, "systemd-run", "--unit", DRILL_UNIT, "sh", "-c", self.script)
+
+    def stop(self):
+        self.lab.exec(self.host, "systemctl", "stop", DRILL_UNIT, check=False)
+
+    def attempts(self):
+        """[(succeeded, unix time)] in order."""
+        out = self.lab.exec(self.host, "cat", DRILL_LOG, check=False).stdout
+        return [(s == "ok", float(t)) for s, t in (line.split() for line in out.splitlines())]
+
+
+def failed_windows(attempts):
+    """[(first failed attempt, first success after it)] of each run of failures
+    that ended; a run still failing at the end is left out."""
+    windows, first = [], None
+    for ok, at in attempts:
+        if not ok and first is None:
+            first = at
+        elif ok and first is not None:
+            windows.append((first, at))
+            first = None
+    return windows
 
 
 @pytest.fixture(scope="module")
 def replica(lab, highstate):
-    host = hosts_with(lab, "db_replica")[0]
-    failed = [r["__id__"] for r in highstate[host] if r["result"] is not True]
-    assert not failed, f"{host}: {failed}"
-    return host
+    return settled(lab, highstate, "db_replica")
+
+
+@pytest.fixture(scope="module")
+def farm(lab, db, replica):
+    """The primary and its replica; put back as the inventory has them after
+    the module, wherever a test left them."""
+    yield db, replica
+    fail_back(lab, db, replica)
 
 
 def hpd_sql(lab, host, query, check=True):
@@ -69,12 +126,17 @@ def wait_for(what, check, timeout=120):
 
 def streams(lab, primary, replica):
     """Whether ``replica`` streams from ``primary`` through its own slot."""
-    address = lab.state["hosts"][replica]["address"]
     slot = sql(lab, primary, "SELECT active FROM pg_replication_slots "
                              f"WHERE slot_name = 'hpd_{replica}'")
     state = sql(lab, primary, "SELECT state FROM pg_stat_replication "
-                              f"WHERE client_addr = '{address}'")
+                              f"WHERE client_addr = '{lab.address(replica)}'")
     return (slot, state) == ("t", "streaming")
+
+
+def in_recovery(lab, host):
+    out = lab.exec(host, "runuser", "-u", "postgres", "--", "psql", "-XAtqc",
+                   "SELECT pg_is_in_recovery()", check=False)
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def apply(lab, host):
@@ -88,9 +150,7 @@ def apply(lab, host):
 
 def failover(lab):
     """orch.db_failover for dev; every step's result."""
-    run = subprocess.run([*lab.lab.salt_cmd("salt-run"), "state.orchestrate", "orch.db_failover",
-                          'pillar={"env": "dev"}', "--out=json"],
-                         capture_output=True, text=True, timeout=900, check=False)
+    run = lab.orchestrate("db_failover", {"env": "dev"}, "--out=json")
     out = json.loads(run.stdout)
     (steps,) = out["data"].values()
     assert isinstance(steps, dict), steps
@@ -103,8 +163,45 @@ def roles(lab, host):
     return lab.salt(host, "pillar.get", "hpd:roles", "unmask=True")[host]
 
 
-def test_the_replica_streams_from_the_primary_and_refuses_writes(lab, db, replica):
-    assert sql(lab, replica, "SELECT pg_is_in_recovery()") == "t"
+def primary_file(lab):
+    return lab.lab.master_dir / "inventory" / "db_primary.yaml"
+
+
+def named_primary(lab):
+    """The dev primary db_primary.yaml names, or None."""
+    path = primary_file(lab)
+    return (yaml.safe_load(path.read_text()) or {}).get("dev") if path.exists() else None
+
+
+def fail_back(lab, db, replica):
+    """Put the lab back as the inventory has it, from wherever the drill left
+    it: after a failover, the fenced db rebuilt as db2's replica by a
+    highstate, then a planned failover back (db2 stopped first); without one,
+    db unfenced. Then no db_primary.yaml, and db2 rebuilt as db's replica."""
+    if named_primary(lab) == replica:
+        apply(lab, db)
+        wait_for("db streaming from db2", lambda: streams(lab, replica, db))
+        lab.exec(replica, "systemctl", "stop", SERVICE)
+        failover(lab)
+    elif in_recovery(lab, db) != "f":
+        # Stopped or fenced, and nothing promoted: db is still the primary
+        # (db2, if a test promoted it by hand, is rebuilt below).
+        lab.exec(db, "systemctl", "unmask", SERVICE)
+        lab.exec(db, "rm", "-f", f"{DATA}/standby.signal", f"{DATA}/hpd-rebuild")
+        lab.exec(db, "systemctl", "start", SERVICE)
+    if primary_file(lab).exists():
+        primary_file(lab).unlink()
+        lab.salt("*", "saltutil.refresh_pillar", "wait=True")
+    if not streams(lab, db, replica):
+        if in_recovery(lab, replica) != "t":
+            lab.exec(replica, "touch", f"{DATA}/hpd-rebuild")
+        apply(lab, replica)
+        wait_for("db2 streaming from db", lambda: streams(lab, db, replica))
+
+
+def test_the_replica_streams_from_the_primary_and_refuses_writes(lab, farm):
+    db, replica = farm
+    assert in_recovery(lab, replica) == "t"
     assert streams(lab, db, replica)
     hpd_sql(lab, db, "CREATE TABLE replica_probe AS SELECT 42 AS answer")
     try:
@@ -116,49 +213,73 @@ def test_the_replica_streams_from_the_primary_and_refuses_writes(lab, db, replic
         hpd_sql(lab, db, "DROP TABLE replica_probe")
 
 
-def test_the_replication_password_is_in_no_world_readable_file(lab, db, replica):
-    for host in (db, replica):
+def test_the_replication_password_is_in_no_world_readable_file(lab, farm):
+    for host in farm:
         found = lab.exec(host, "find", "/etc", "/var/lib/postgresql", "/var/log", "/tmp",
                          "-type", "f", "-perm", "-o+r", "-exec", "grep", "-lsF", "--",
                          REPLICATION_PASSWORD, "{}", "+", check=False)
         assert found.stdout.strip() == "", f"{host}: {found.stdout}"
 
 
-def test_failover_drill(lab, db, replica, psql_on):
+def test_the_primary_drops_the_slots_no_replica_uses(lab, farm):
+    db, replica = farm
+    slots = "SELECT string_agg(slot_name, ' ' ORDER BY slot_name) FROM pg_replication_slots"
+    # A replica that left the inventory, and a slot that is not the farm's.
+    sql(lab, db, "SELECT pg_create_physical_replication_slot('hpd_gone')")
+    sql(lab, db, "SELECT pg_create_physical_replication_slot('other_tool')")
+    try:
+        returned = lab.salt(db, "state.apply", "db")[db]
+        changed = {r["__id__"]: r["changes"] for r in returned.values() if r["changes"]}
+        assert changed == {"db-replication-slots-managed": {"drop": ["hpd_gone"]}}
+        assert sql(lab, db, slots) == f"hpd_{replica} other_tool"
+        assert streams(lab, db, replica)
+    finally:
+        sql(lab, db, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                     "WHERE slot_name IN ('hpd_gone', 'other_tool')")
+
+
+def test_failover_drill(lab, farm, psql_on):
+    db, replica = farm
     app = psql_on[0]
     hpd_sql(lab, db, "CREATE TABLE failover_probe (id serial PRIMARY KEY, "
                      "at timestamptz DEFAULT now()); ALTER TABLE failover_probe OWNER TO hpd")
     lab.lab.exec_in(lab.state, app, ["sh", "-c", "umask 077; cat > /root/.pgpass"],
                     input=f"*:5432:hpd:hpd:{PASSWORD}\n", text=True, check=True,
                     capture_output=True, timeout=30)
-    lab.exec(app, "rm", "-f", DRILL_LOG)
-    lab.exec(app, "systemd-run", "--unit", "hpd-failover-drill", "sh", "-c", WRITE_LOOP)
+    # The load's own lookup answers before the drill relies on it.
+    assert lab.exec(app, "sh", "-c", LOOKUP).stdout.strip() == db
+    load = WriteLoad(lab, app, DB_WRITES)
+    load.start()
     try:
-        log = lambda: [line.split() for line in  # noqa: E731
-                       lab.exec(app, "cat", DRILL_LOG, check=False).stdout.splitlines()]
-        wait_for("writes on the primary", lambda: sum(s == "ok" for s, _ in log()) >= 10)
+        wait_for("writes on the primary", lambda: sum(ok for ok, _ in load.attempts()) >= 10)
         stopped = time.time()
         lab.exec(db, "systemctl", "stop", SERVICE)
         failover(lab)
         wait_for("writes on the promoted replica",
-                 lambda: any(s == "ok" and float(t) > stopped for s, t in log()), timeout=180)
+                 lambda: any(ok and at > stopped for ok, at in load.attempts()), timeout=180)
+        time.sleep(5)  # writes keep succeeding after the orchestration's last step
     finally:
-        lab.exec(app, "systemctl", "stop", "hpd-failover-drill")
+        load.stop()
         lab.exec(app, "rm", "-f", "/root/.pgpass")
-    attempts = log()
-    failed = [float(t) for s, t in attempts if s == "fail"]
-    assert failed, "no write failed: the primary was not stopped"
-    back = min(float(t) for s, t in attempts if s == "ok" and float(t) > failed[0])
-    print(f"\nfailover drill: writes failed for {back - failed[0]:.1f} s "
-          f"({len(failed)} failed attempts, {len(attempts) - len(failed)} succeeded)")
+    attempts = load.attempts()
+    windows = failed_windows(attempts)
+    assert windows, "no write failed: the primary was not stopped"
+    assert attempts[-1][0], "the last write failed"
+    failed = sum(b - a for a, b in windows)
+    print(f"\nfailover drill: writes failed for {failed:.1f} s in {len(windows)} window(s) "
+          f"({sum(not ok for ok, _ in attempts)} failed attempts, "
+          f"{sum(ok for ok, _ in attempts)} succeeded)")
 
     # The replica is the primary: it takes writes and the site finds it in pillar.
-    assert sql(lab, replica, "SELECT pg_is_in_recovery()") == "f"
+    assert in_recovery(lab, replica) == "f"
     assert lab.salt(app, "pillar.get", "hpd:peers:db", "unmask=True")[app] == [replica]
     assert roles(lab, replica) == ["db"]
     # Every write the loop saw succeed is there.
-    oks = sum(s == "ok" for s, _ in attempts)
+    oks = sum(ok for ok, _ in attempts)
     assert int(hpd_sql(lab, replica, "SELECT count(*) FROM failover_probe").stdout) >= oks
+    # Its own repository holds a backup of its timeline: restores reach the
+    # writes it takes from now on.
+    assert lab.salt(replica, "hpd_backup.pitr_base_current")[replica] is True
 
     # The old primary stays fenced: it does not start, and it would come up read-only.
     assert lab.exec(db, "systemctl", "start", SERVICE, check=False).returncode != 0
@@ -167,24 +288,21 @@ def test_failover_drill(lab, db, replica, psql_on):
     assert roles(lab, db) == ["db_replica"]
 
 
-def test_failing_back_rebuilds_each_old_primary_as_a_replica(lab, db, replica):
-    # The fenced old primary, highstated, is rebuilt as a replica of the new one.
-    apply(lab, db)
-    assert sql(lab, db, "SELECT pg_is_in_recovery()") == "t"
-    wait_for("db streaming from db2", lambda: streams(lab, replica, db))
-    # Back: a planned failover (db2 stopped cleanly first), db2 rebuilt.
-    lab.exec(replica, "systemctl", "stop", SERVICE)
-    failover(lab)
-    apply(lab, replica)
-    wait_for("db2 streaming from db", lambda: streams(lab, db, replica))
+def test_failing_back_rebuilds_each_old_primary_as_a_replica(lab, farm):
+    db, replica = farm
+    assert named_primary(lab) == replica, "needs test_failover_drill's failover"
+    fail_back(lab, db, replica)
     # What db2 ran as the primary that a replica must not: pgBackRest's backups.
     timer = lab.exec(replica, "systemctl", "is-enabled", "hpd-pgbackrest-backup.timer",
                      check=False)
     assert timer.stdout.strip() == "disabled", timer.stdout
     hpd_sql(lab, db, "DROP TABLE failover_probe")
-    # As before the drill: no db_primary.yaml; a highstate changes nothing.
-    (lab.lab.master_dir / "inventory" / "db_primary.yaml").unlink()
-    lab.salt("*", "saltutil.refresh_pillar", "wait=True")
+    # As before the drill: db's repository holds a backup of its new timeline
+    # (the WAL db2 wrote as the primary is not in it), no slot but db2's, and a
+    # highstate changes nothing.
+    assert lab.salt(db, "hpd_backup.pitr_base_current")[db] is True
+    assert sql(lab, db, "SELECT string_agg(slot_name, ' ') FROM pg_replication_slots") \
+        == f"hpd_{replica}"
     assert (roles(lab, db), roles(lab, replica)) == (["db"], ["db_replica"])
     assert apply(lab, db) == []
     assert apply(lab, replica) == []

@@ -207,6 +207,22 @@ def test_pg_slot_name_is_a_valid_slot_name_per_host(minion, slot):
     assert hpd_module().pg_slot_name(minion) == slot
 
 
+@pytest.mark.parametrize("existing, replicas, plan", [
+    ({}, ["db2"], {"create": ["hpd_db2"], "drop": [], "busy": []}),
+    ({"hpd_db2": True}, ["db2"], {"create": [], "drop": [], "busy": []}),
+    # A replica that left: its idle slot dropped; one still streaming left.
+    ({"hpd_db2": True, "hpd_gone": False, "hpd_old": True}, ["db2"],
+     {"create": [], "drop": ["hpd_gone"], "busy": ["hpd_old"]}),
+    # No replicas any more: every slot of ours goes; other tools' slots stay.
+    ({"hpd_db2": False, "barman": False}, [], {"create": [], "drop": ["hpd_db2"], "busy": []}),
+    ({"barman": False}, ["DB-3.example.com"],
+     {"create": ["hpd_db_3_example_com"], "drop": [], "busy": []}),
+])
+def test_pg_slot_changes_keep_one_slot_per_replica_and_no_other_of_ours(existing, replicas,
+                                                                       plan):
+    assert hpd_module().pg_slot_changes(existing, replicas) == plan
+
+
 def test_pg_standby_settings_raise_what_a_standby_needs_to_postgresqls_defaults():
     tuned = {"max_worker_processes": 1, "max_wal_senders": 20, "work_mem": "4MB"}
     standby = hpd_module().pg_standby_settings(tuned)
