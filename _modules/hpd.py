@@ -56,13 +56,16 @@ def defaults(schema):
     return with_defaults(schema, {})
 
 
-def secret_paths(schema, path=()):
-    """Paths (tuples of keys) of the properties the schema marks ``writeOnly``."""
+def secret_paths(schema, path=(), own=False):
+    """Paths (tuples of keys) of the properties the schema marks ``writeOnly``;
+    with ``own``, only those it also keeps from the roles that read the role's
+    secrets (``x-secret-readers: []`` on the property): the role's own hosts
+    alone get them, from ``secrets/<env>/<role>-own.sls`` (pillar/top.sls)."""
     found = []
     for key, sub in schema.get("properties", {}).items():
-        if sub.get("writeOnly"):
+        if sub.get("writeOnly") and (not own or sub.get("x-secret-readers") == []):
             found.append((*path, key))
-        found.extend(secret_paths(sub, (*path, key)))
+        found.extend(secret_paths(sub, (*path, key), own))
     return found
 
 
@@ -200,11 +203,11 @@ def service_address(preferred=None, key="listen_address"):
     )
 
 
-def addresses(names, key="hpd:peers"):
+def resolve(names, key="hpd:peers"):
     """
-    The IPv4 address of each host name in ``names`` (minion ids from pillar
-    ``hpd:peers``, which every farm host resolves), sorted and without
-    duplicates: for access lists that must not depend on name lookups at
+    Each host name in ``names`` (minion ids from pillar ``hpd:peers``, which
+    every farm host resolves) with its IPv4 address, as ``{name: address}``,
+    looked up now: for configuration that must not depend on name lookups at
     connection time. An error naming the pillar ``key`` for a name that does
     not resolve.
 
@@ -212,9 +215,9 @@ def addresses(names, key="hpd:peers"):
 
     .. code-block:: bash
 
-        salt db hpd.addresses '[app1, app2]'
+        salt app1 hpd.resolve '[cache1, cache2]' hpd:peers:cache
     """
-    found = set()
+    found = {}
     for name in names or []:
         try:
             infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
@@ -222,7 +225,22 @@ def addresses(names, key="hpd:peers"):
             raise CommandExecutionError(
                 f"{key}: host {name!r} does not resolve to an IPv4 address ({exc})"
             ) from None
-        found.add(infos[0][4][0])
+        found[name] = infos[0][4][0]
+    return found
+
+
+def addresses(names, key="hpd:peers"):
+    """
+    The IPv4 addresses of the host names in ``names`` (``resolve``), sorted
+    and without duplicates: for access lists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.addresses '[app1, app2]'
+    """
+    found = set(resolve(names, key).values())
     return sorted(found, key=lambda a: tuple(int(p) for p in a.split(".")))
 
 

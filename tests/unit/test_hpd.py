@@ -5,8 +5,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import salt.config
 import salt.utils.yaml
+from conftest import local_opts
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -25,17 +25,7 @@ def hpd(minion_opts):
 
 @pytest.fixture
 def minion_opts(tmp_path):
-    opts = salt.config.minion_config(None)
-    opts.update(
-        file_client="local",
-        file_roots={"base": [str(REPO / "salt"), str(REPO)]},
-        module_dirs=[str(REPO / "_modules")],
-        cachedir=str(tmp_path / "cache"),
-        pki_dir=str(tmp_path / "pki"),
-        id="unit",
-        pillar={},
-    )
-    return opts
+    return local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, pillar={})
 
 
 SCHEMA = {
@@ -191,13 +181,22 @@ def test_addresses_resolve_each_name_once_sorted(monkeypatch):
     assert module.addresses([]) == []
 
 
-def test_addresses_name_the_key_of_a_name_that_does_not_resolve(monkeypatch):
+def test_resolve_maps_each_name_to_its_address(monkeypatch):
+    table = {"cache2": "10.0.0.51", "cache1": "10.0.0.50"}
+    monkeypatch.setattr(hpd_module().socket, "getaddrinfo",
+                        lambda name, *a: [(2, 1, 6, "", (table[name], 0))])
+    assert hpd_module().resolve(["cache2", "cache1"]) == table
+    assert hpd_module().resolve(None) == {}
+
+
+@pytest.mark.parametrize("function", ["resolve", "addresses"])
+def test_a_name_that_does_not_resolve_is_refused_naming_the_key(monkeypatch, function):
     def fail(name, *args):
         raise hpd_module().socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(hpd_module().socket, "getaddrinfo", fail)
     with pytest.raises(CommandExecutionError, match="hpd:peers:app: host 'ghost' does not"):
-        hpd_module().addresses(["ghost"], key="hpd:peers:app")
+        getattr(hpd_module(), function)(["ghost"], key="hpd:peers:app")
 
 
 @pytest.mark.parametrize("minion, slot", [("db2", "hpd_db2"),

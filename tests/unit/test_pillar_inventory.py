@@ -3,9 +3,9 @@ inventory, with the primary db host of an environment named by db_primary.yaml
 when orch.db_failover has written one. Rendered by Salt's own Jinja renderer."""
 
 import pytest
-import salt.config
 import salt.utils.templates
 import salt.utils.yaml
+from conftest import local_opts
 from test_hpd import REPO
 
 INVENTORY = {"db": {"roles": ["db"], "env": "dev"},
@@ -19,10 +19,7 @@ def render(tmp_path, minion, primaries=None):
     (tmp_path / "inventory.yaml").write_text(salt.utils.yaml.safe_dump(INVENTORY))
     if primaries is not None:
         (tmp_path / "db_primary.yaml").write_text(salt.utils.yaml.safe_dump(primaries))
-    opts = salt.config.minion_config(None)
-    opts.update(file_client="local", id="unit", cachedir=str(tmp_path / "cache"),
-                pki_dir=str(tmp_path / "pki"),
-                file_roots={"base": [str(tmp_path), str(REPO / "pillar")]})
+    opts = local_opts(tmp_path, file_roots={"base": [str(tmp_path), str(REPO / "pillar")]})
     out = salt.utils.templates.JINJA(str(REPO / "pillar" / "inventory.sls"), to_str=True,
                                      opts=opts, saltenv="base", grains={"id": minion},
                                      pillar={}, salt={})
