@@ -19,17 +19,11 @@
 # The fenced host is rebuilt as a replica of the new one by its next
 # highstate (a fresh base backup: whatever it took after the replica's last
 # received WAL is discarded).
-{%- from "orch/db_hosts.jinja" import env, primaries, replicas, service, data_dir with context %}
+{%- from "orch/db_hosts.jinja" import env, root, primaries, replicas, service, data_dir with context %}
 {%- set to = pillar.get('to') or (replicas[0] if replicas | length == 1 else none) %}
 {%- if to not in replicas %}
 {{-   raise('pillar to: name the db_replica host of ' ~ env ~ ' to promote, one of ' ~ replicas | json) }}
 {%- endif %}
-{#- db_primary.yaml goes beside inventory.yaml, in the master's pillar root
-    that holds it. #}
-{%- set ns = namespace(root=none) %}
-{%- for root in opts.pillar_roots.base if salt['file.file_exists'](root ~ '/inventory.yaml') %}
-{%-   set ns.root = root %}
-{%- endfor %}
 
 {%- for old in primaries %}
 db-failover-{{ old }}-fenced:
@@ -53,7 +47,7 @@ db-failover-{{ to }}-promoted:
 
 db-failover-primary-named:
   file.serialize:
-    - name: {{ ns.root }}/db_primary.yaml
+    - name: {{ root }}/db_primary.yaml
     - serializer: yaml
     - dataset:
         {{ env }}: {{ to }}

@@ -2,22 +2,11 @@
     from the master's inventory. #}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {#- Which of an environment's database hosts is the primary: db_primary.yaml,
-    beside inventory.yaml (environment -> minion id), when orch.db_failover
-    has written one; else the inventory's. The named host has the db role, the
-    environment's other db and db_replica hosts db_replica, so hpd:peers:db
-    (where the app and worker hosts find the primary) names it. #}
+    beside inventory.yaml, when orch.db_failover has written one; else the
+    inventory's (hosts.jinja). #}
 {%- set found %}{% include 'db_primary.yaml' ignore missing %}{% endset %}
-{%- set primaries = found | load_yaml or {} %}
-{%- set hosts = {} %}
-{%- for id, entry in inventory | dictsort %}
-{%-   set roles = entry.roles %}
-{%-   set primary = primaries.get(entry.env) %}
-{%-   if primary and ('db' in roles or 'db_replica' in roles) %}
-{%-     set pair = 'db' if id == primary else 'db_replica' %}
-{%-     set roles = roles | reject('in', ['db', 'db_replica']) | list + [pair] %}
-{%-   endif %}
-{%-   do hosts.update({id: {'env': entry.env, 'roles': roles}}) %}
-{%- endfor %}
+{%- set db_primary = found | load_yaml or {} %}
+{%- from 'hosts.jinja' import hosts with context %}
 {%- set minion = hosts[grains['id']] %}
 {%- set peers = {} %}
 {%- for id, other in hosts | dictsort if other.env == minion.env %}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import settled
+from test_secrets import secrets_in_job_cache
 
 pytestmark = pytest.mark.lab
 
@@ -137,8 +138,10 @@ def test_a_point_in_time_restore_brings_deleted_rows_back(lab, db, backup):
         before = sql(lab, db, "SELECT clock_timestamp()")
         time.sleep(1)
         sql(lab, db, "DELETE FROM pitr_probe")
+        started = time.time()
         run = lab.orchestrate("pitr_restore", {"env": "dev", "target": before})
         assert run.returncode == 0, run.stdout + run.stderr
+        assert secrets_in_job_cache(lab, since=started) == []
         assert sql(lab, db, "SELECT count(*) FROM pitr_probe") == "30"
         assert sql(lab, db, "SELECT pg_is_in_recovery()") == "f"
     finally:

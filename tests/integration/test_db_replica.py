@@ -6,6 +6,7 @@ way back. Whatever a test leaves, the module puts the lab back as the inventory
 has it (db primary with a backup of its timeline, db2 its replica, no
 db_primary.yaml) for the tests after it (`fail_back`)."""
 
+import datetime
 import json
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import yaml
 from conftest import settled
 from hpdlab.util import VENV
 from test_db import PASSWORD, sql
+from test_secrets import secrets_in_job_cache
 
 pytestmark = pytest.mark.lab
 
@@ -159,6 +161,20 @@ def failover(lab):
     return steps
 
 
+def step_ends(steps, promoted):
+    """[(step, unix time it ended)] of orch.db_failover's promotion, pillar
+    refresh and last step (Salt gives each step's local start time and its
+    duration in ms)."""
+    ends = {}
+    for step in steps.values():
+        start = datetime.datetime.combine(datetime.date.today(),
+                                          datetime.time.fromisoformat(step["start_time"]))
+        ends[step["__id__"]] = start.timestamp() + step["duration"] / 1000
+    return [("promoted", ends[f"db-failover-{promoted}-promoted"]),
+            ("pillar refreshed", ends["db-failover-pillar-refreshed"]),
+            ("orchestration done", max(ends.values()))]
+
+
 def roles(lab, host):
     return lab.salt(host, "pillar.get", "hpd:roles", "unmask=True")[host]
 
@@ -254,7 +270,7 @@ def test_failover_drill(lab, farm, psql_on):
         wait_for("writes on the primary", lambda: sum(ok for ok, _ in load.attempts()) >= 10)
         stopped = time.time()
         lab.exec(db, "systemctl", "stop", SERVICE)
-        failover(lab)
+        steps = failover(lab)
         wait_for("writes on the promoted replica",
                  lambda: any(ok and at > stopped for ok, at in load.attempts()), timeout=180)
         time.sleep(5)  # writes keep succeeding after the orchestration's last step
@@ -268,8 +284,12 @@ def test_failover_drill(lab, farm, psql_on):
     failed = sum(b - a for a, b in windows)
     print(f"\nfailover drill: writes failed for {failed:.1f} s in {len(windows)} window(s) "
           f"({sum(not ok for ok, _ in attempts)} failed attempts, "
-          f"{sum(ok for ok, _ in attempts)} succeeded)")
+          f"{sum(ok for ok, _ in attempts)} succeeded); seconds after the stop: "
+          + ", ".join(f"{name} {at - stopped:.1f}" for name, at in step_ends(steps, replica))
+          + f", writes back {windows[-1][1] - stopped:.1f}")
 
+    # The orchestration put no secret in the master's job cache.
+    assert secrets_in_job_cache(lab, since=stopped) == []
     # The replica is the primary: it takes writes and the site finds it in pillar.
     assert in_recovery(lab, replica) == "f"
     assert lab.salt(app, "pillar.get", "hpd:peers:db", "unmask=True")[app] == [replica]
