@@ -14,12 +14,15 @@
 #    primary: pillar/inventory.sls then gives it the db role and the old
 #    primary db_replica, and hpd:peers:db, where the app and worker hosts find
 #    the primary, names it.
-# 4. Every host of the env refreshes its pillar; the new primary is
-#    highstated as db (its slots, pgBackRest, backup user).
+# 4. Every host of the env refreshes its pillar. The env's app and worker
+#    hosts are highstated: their states render the primary they connect to
+#    from hpd:peers:db and reload the site gracefully when it changed (their
+#    roles decide how). Then the new primary is highstated as db (its slots,
+#    pgBackRest, backup user, a full backup).
 # The fenced host is rebuilt as a replica of the new one by its next
 # highstate (a fresh base backup: whatever it took after the replica's last
 # received WAL is discarded).
-{%- from "orch/db_hosts.jinja" import env, root, primaries, replicas, service, data_dir with context %}
+{%- from "orch/db_hosts.jinja" import env, root, primaries, replicas, clients, service, data_dir with context %}
 {%- set to = pillar.get('to') or (replicas[0] if replicas | length == 1 else none) %}
 {%- if to not in replicas %}
 {{-   raise('pillar to: name the db_replica host of ' ~ env ~ ' to promote, one of ' ~ replicas | json) }}
@@ -65,6 +68,16 @@ db-failover-pillar-refreshed:
         wait: True
     - require:
       - file: db-failover-primary-named
+{%- if clients %}
+
+db-failover-clients-repointed:
+  salt.state:
+    - tgt: {{ clients | join(',') }}
+    - tgt_type: list
+    - highstate: True
+    - require:
+      - salt: db-failover-pillar-refreshed
+{%- endif %}
 
 db-failover-{{ to }}-highstated:
   salt.state:

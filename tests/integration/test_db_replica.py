@@ -30,8 +30,8 @@ REPLICATION = yaml.safe_load((REPO / "pillar/secrets/dev/db_replica.sls").read_t
 REPLICATION_PASSWORD = REPLICATION["db_replica"]["replication_password"]
 SERVICE = "postgresql@15-main"
 DATA = "/var/lib/postgresql/15/main"
-DRILL_LOG = "/tmp/hpd-failover-drill.log"
-DRILL_UNIT = "hpd-failover-drill"
+DRILL_LOG = "/tmp/hpd-failover-drill-{}.log"
+DRILL_UNIT = "hpd-failover-drill-{}"
 
 
 @dataclass(frozen=True)
@@ -39,51 +39,69 @@ class Writes:
     """One kind of write the drill's load makes, as shell: `setup` once, then
     `write` (exits 0 when the write succeeded) every interval, and
     `after_failure` after each failed one."""
+    name: str
     setup: str
     write: str
     after_failure: str = ":"
 
 
-#: The primary the site finds: pillar hpd:peers:db on the app host, read by the
-#: Salt the lab binds into every host (at the machine's venv path: HPD_VENV).
-LOOKUP = (f"{VENV}/bin/salt-call --out=txt pillar.get hpd:peers:db:0 unmask=True "
-          "2>/dev/null | sed -n 's/^local: //p'")
+def from_peers(expression):
+    """Shell printing ``expression`` (Python, of ``p``: pillar hpd:peers on the
+    app host, read by the Salt the lab binds into every host at the machine's
+    venv path, HPD_VENV)."""
+    return (f"{VENV}/bin/salt-call --out=json pillar.get hpd:peers unmask=True 2>/dev/null "
+            "| python3 -c 'import json, sys; p = json.load(sys.stdin)[\"local\"]; "
+            f"print({expression})'")
+
+
+#: The primary the site finds (hpd:peers:db).
+LOOKUP = from_peers('p["db"][0]')
+#: Every database host of the environment, the primary first.
+PEERS = from_peers('",".join(p["db"] + p.get("db_replica", []))')
+INSERT = "-c 'INSERT INTO failover_probe DEFAULT VALUES'"
 
 #: Writes through the site's database credentials (user hpd, its password in
-#: root's 0600 pgpass on the app host): an INSERT into failover_probe on the
-#: primary the site finds in pillar, looked up again after a failure, as a site
-#: repointed by orch.db_failover would. Once the site runs on the app hosts, a
-#: POST to it through the lb makes the same measurement with no lookup of its
-#: own (the orchestration repoints and reloads the site).
-DB_WRITES = Writes(
-    setup=f"primary() {{ {LOOKUP}; }}; h=$(primary)",
-    write="PGCONNECT_TIMEOUT=2 psql -XAtq -h \"$h\" -U hpd -d hpd -w "
-          "-c 'INSERT INTO failover_probe DEFAULT VALUES'",
-    after_failure="h=$(primary)",
+#: root's 0600 pgpass on the app host), the ways a site can find the primary:
+#: - `repointed`: the host pillar names, looked up again after a failure, as
+#:   a site that orch.db_failover repoints (its highstate of the app hosts);
+#: - `multi-host`: every database host of the environment in one libpq
+#:   connection string with target_session_attrs=read-write: each connection
+#:   finds the primary by itself, no repointing needed (the fenced old
+#:   primary never takes writes).
+#: Once the site runs on the app hosts, a POST to it through the lb makes the
+#: same measurement (a Writes with no after_failure: the site repoints itself).
+DB_WRITES = (
+    Writes("repointed", setup=f"primary() {{ {LOOKUP}; }}; h=$(primary)",
+           write=f"PGCONNECT_TIMEOUT=2 psql -XAtq -h \"$h\" -U hpd -d hpd -w {INSERT}",
+           after_failure="h=$(primary)"),
+    Writes("multi-host", setup=f"hosts=$({PEERS})",
+           write="psql -XAtq -w \"host=$hosts dbname=hpd user=hpd connect_timeout=2 "
+                 f"target_session_attrs=read-write\" {INSERT}"),
 )
 
 
 class WriteLoad:
     """A light write load from `host`: `writes`, one every `interval` s, in a
-    transient unit; one line per attempt in DRILL_LOG (ok|fail and the time)."""
+    transient unit; one line per attempt in its log (ok|fail and the time)."""
 
     def __init__(self, lab, host, writes, interval=0.2):
-        self.lab, self.host = lab, host
+        self.lab, self.host, self.name = lab, host, writes.name
+        self.log, self.unit = DRILL_LOG.format(writes.name), DRILL_UNIT.format(writes.name)
         self.script = (f"{writes.setup}\nwhile :; do\n"
                        f"  if {writes.write} >/dev/null 2>&1; then echo \"ok $(date +%s.%N)\"\n"
                        f"  else echo \"fail $(date +%s.%N)\"; {writes.after_failure}\n  fi\n"
-                       f"  sleep {interval}\ndone >> {DRILL_LOG}\n")
+                       f"  sleep {interval}\ndone >> {self.log}\n")
 
     def start(self):
-        self.lab.exec(self.host, "rm", "-f", DRILL_LOG)
-        self.lab.exec(self.host, "systemd-run", "--unit", DRILL_UNIT, "sh", "-c", self.script)
+        self.lab.exec(self.host, "rm", "-f", self.log)
+        self.lab.exec(self.host, "systemd-run", "--unit", self.unit, "sh", "-c", self.script)
 
     def stop(self):
-        self.lab.exec(self.host, "systemctl", "stop", DRILL_UNIT, check=False)
+        self.lab.exec(self.host, "systemctl", "stop", self.unit, check=False)
 
     def attempts(self):
         """[(succeeded, unix time)] in order."""
-        out = self.lab.exec(self.host, "cat", DRILL_LOG, check=False).stdout
+        out = self.lab.exec(self.host, "cat", self.log, check=False).stdout
         return [(s == "ok", float(t)) for s, t in (line.split() for line in out.splitlines())]
 
 
@@ -163,8 +181,8 @@ def failover(lab):
 
 def step_ends(steps, promoted):
     """[(step, unix time it ended)] of orch.db_failover's promotion, pillar
-    refresh and last step (Salt gives each step's local start time and its
-    duration in ms)."""
+    refresh, repointing and last step (Salt gives each step's local start time
+    and its duration in ms)."""
     ends = {}
     for step in steps.values():
         start = datetime.datetime.combine(datetime.date.today(),
@@ -172,6 +190,7 @@ def step_ends(steps, promoted):
         ends[step["__id__"]] = start.timestamp() + step["duration"] / 1000
     return [("promoted", ends[f"db-failover-{promoted}-promoted"]),
             ("pillar refreshed", ends["db-failover-pillar-refreshed"]),
+            ("app and worker hosts highstated", ends["db-failover-clients-repointed"]),
             ("orchestration done", max(ends.values()))]
 
 
@@ -262,31 +281,38 @@ def test_failover_drill(lab, farm, psql_on):
     lab.lab.exec_in(lab.state, app, ["sh", "-c", "umask 077; cat > /root/.pgpass"],
                     input=f"*:5432:hpd:hpd:{PASSWORD}\n", text=True, check=True,
                     capture_output=True, timeout=30)
-    # The load's own lookup answers before the drill relies on it.
+    # The loads' own lookups answer before the drill relies on them.
     assert lab.exec(app, "sh", "-c", LOOKUP).stdout.strip() == db
-    load = WriteLoad(lab, app, DB_WRITES)
-    load.start()
+    assert lab.exec(app, "sh", "-c", PEERS).stdout.strip() == f"{db},{replica}"
+    loads = [WriteLoad(lab, app, writes) for writes in DB_WRITES]
+    for load in loads:
+        load.start()
     try:
-        wait_for("writes on the primary", lambda: sum(ok for ok, _ in load.attempts()) >= 10)
+        wait_for("writes on the primary", lambda: all(
+            sum(ok for ok, _ in load.attempts()) >= 10 for load in loads))
         stopped = time.time()
         lab.exec(db, "systemctl", "stop", SERVICE)
         steps = failover(lab)
-        wait_for("writes on the promoted replica",
-                 lambda: any(ok and at > stopped for ok, at in load.attempts()), timeout=180)
+        wait_for("writes on the promoted replica", lambda: all(
+            any(ok and at > stopped for ok, at in load.attempts()) for load in loads),
+            timeout=180)
         time.sleep(5)  # writes keep succeeding after the orchestration's last step
     finally:
-        load.stop()
+        for load in loads:
+            load.stop()
         lab.exec(app, "rm", "-f", "/root/.pgpass")
-    attempts = load.attempts()
-    windows = failed_windows(attempts)
-    assert windows, "no write failed: the primary was not stopped"
-    assert attempts[-1][0], "the last write failed"
-    failed = sum(b - a for a, b in windows)
-    print(f"\nfailover drill: writes failed for {failed:.1f} s in {len(windows)} window(s) "
-          f"({sum(not ok for ok, _ in attempts)} failed attempts, "
-          f"{sum(ok for ok, _ in attempts)} succeeded); seconds after the stop: "
-          + ", ".join(f"{name} {at - stopped:.1f}" for name, at in step_ends(steps, replica))
-          + f", writes back {windows[-1][1] - stopped:.1f}")
+    print("\nfailover drill, seconds after the primary stopped: " + ", ".join(
+        f"{name} {at - stopped:.1f}" for name, at in step_ends(steps, replica)))
+    oks = 0
+    for load in loads:
+        attempts = load.attempts()
+        windows = failed_windows(attempts)
+        assert windows, f"{load.name}: no write failed: the primary was not stopped"
+        assert attempts[-1][0], f"{load.name}: the last write failed"
+        oks += sum(ok for ok, _ in attempts)
+        print(f"  {load.name}: writes failed for {sum(b - a for a, b in windows):.1f} s in "
+              f"{len(windows)} window(s) ({sum(not ok for ok, _ in attempts)} failed attempts, "
+              f"{sum(ok for ok, _ in attempts)} succeeded)")
 
     # The orchestration put no secret in the master's job cache.
     assert secrets_in_job_cache(lab, since=stopped) == []
@@ -294,8 +320,7 @@ def test_failover_drill(lab, farm, psql_on):
     assert in_recovery(lab, replica) == "f"
     assert lab.salt(app, "pillar.get", "hpd:peers:db", "unmask=True")[app] == [replica]
     assert roles(lab, replica) == ["db"]
-    # Every write the loop saw succeed is there.
-    oks = sum(ok for ok, _ in attempts)
+    # Every write the loads saw succeed is there.
     assert int(hpd_sql(lab, replica, "SELECT count(*) FROM failover_probe").stdout) >= oks
     # Its own repository holds a backup of its timeline: restores reach the
     # writes it takes from now on.
