@@ -318,6 +318,9 @@ def test_failover_drill(lab, farm, psql_on):
     assert secrets_in_job_cache(lab, since=stopped) == []
     # The replica is the primary: it takes writes and the site finds it in pillar.
     assert in_recovery(lab, replica) == "f"
+    # Its highstate as the primary changed no setting that waits for a restart.
+    assert sql(lab, replica, "SELECT string_agg(name, ' ') FROM pg_settings "
+                             "WHERE pending_restart") == ""
     assert lab.salt(app, "pillar.get", "hpd:peers:db", "unmask=True")[app] == [replica]
     assert roles(lab, replica) == ["db"]
     # Every write the loads saw succeed is there.
