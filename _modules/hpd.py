@@ -12,6 +12,7 @@ Salt masks pillar: only the template that writes a secret asks for its value
 """
 
 import copy
+import re
 import socket
 
 import salt.utils.yaml
@@ -55,13 +56,16 @@ def defaults(schema):
     return with_defaults(schema, {})
 
 
-def secret_paths(schema, path=()):
-    """Paths (tuples of keys) of the properties the schema marks ``writeOnly``."""
+def secret_paths(schema, path=(), own=False):
+    """Paths (tuples of keys) of the properties the schema marks ``writeOnly``;
+    with ``own``, only those it also keeps from the roles that read the role's
+    secrets (``x-secret-readers: []`` on the property): the role's own hosts
+    alone get them, from ``secrets/<env>/<role>-own.sls`` (pillar/top.sls)."""
     found = []
     for key, sub in schema.get("properties", {}).items():
-        if sub.get("writeOnly"):
+        if sub.get("writeOnly") and (not own or sub.get("x-secret-readers") == []):
             found.append((*path, key))
-        found.extend(secret_paths(sub, (*path, key)))
+        found.extend(secret_paths(sub, (*path, key), own))
     return found
 
 
@@ -199,11 +203,11 @@ def service_address(preferred=None, key="listen_address"):
     )
 
 
-def addresses(names, key="hpd:peers"):
+def resolve(names, key="hpd:peers"):
     """
-    The IPv4 address of each host name in ``names`` (minion ids from pillar
-    ``hpd:peers``, which every farm host resolves), sorted and without
-    duplicates: for access lists that must not depend on name lookups at
+    Each host name in ``names`` (minion ids from pillar ``hpd:peers``, which
+    every farm host resolves) with its IPv4 address, as ``{name: address}``,
+    looked up now: for configuration that must not depend on name lookups at
     connection time. An error naming the pillar ``key`` for a name that does
     not resolve.
 
@@ -211,9 +215,9 @@ def addresses(names, key="hpd:peers"):
 
     .. code-block:: bash
 
-        salt db hpd.addresses '[app1, app2]'
+        salt app1 hpd.resolve '[cache1, cache2]' hpd:peers:cache
     """
-    found = set()
+    found = {}
     for name in names or []:
         try:
             infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
@@ -221,5 +225,87 @@ def addresses(names, key="hpd:peers"):
             raise CommandExecutionError(
                 f"{key}: host {name!r} does not resolve to an IPv4 address ({exc})"
             ) from None
-        found.add(infos[0][4][0])
+        found[name] = infos[0][4][0]
+    return found
+
+
+def addresses(names, key="hpd:peers"):
+    """
+    The IPv4 addresses of the host names in ``names`` (``resolve``), sorted
+    and without duplicates: for access lists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.addresses '[app1, app2]'
+    """
+    found = set(resolve(names, key).values())
     return sorted(found, key=lambda a: tuple(int(p) for p in a.split(".")))
+
+
+def pg_slot_name(minion_id):
+    """
+    The physical replication slot the primary keeps for the replica
+    ``minion_id``: ``hpd_`` and the id, lower case, every character outside
+    ``[a-z0-9_]`` as ``_`` (slot names allow no other), at most 63 characters.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.pg_slot_name db2.example.com
+    """
+    return ("hpd_" + re.sub(r"[^a-z0-9_]", "_", str(minion_id).lower()))[:63]
+
+
+def pg_slot_changes(existing, replicas):
+    """
+    What a primary does to its physical replication slots so that it keeps one
+    for each replica in ``replicas`` (minion ids; ``pg_slot_name``) and none
+    for a replica that left: ``{"create": [...], "drop": [...], "busy": [...]}``.
+    ``existing`` maps each physical slot's name to whether a replica streams
+    through it now. Only slots named like ours (``hpd_``) are dropped, and an
+    active one never (PostgreSQL refuses): it is listed in ``busy``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd.pg_slot_changes '{hpd_db2: true, hpd_gone: false}' '[db2, db3]'
+    """
+    wanted = {pg_slot_name(r) for r in replicas or []}
+    stale = sorted(s for s in existing if s.startswith("hpd_") and s not in wanted)
+    return {"create": sorted(wanted - set(existing)),
+            "drop": [s for s in stale if not existing[s]],
+            "busy": [s for s in stale if existing[s]]}
+
+
+#: Settings a hot standby must have at least as high as its primary's, else it
+#: does not start (PostgreSQL's "insufficient parameter settings"), with
+#: PostgreSQL's defaults: the floor a replica keeps.
+PG_STANDBY_FLOOR = {
+    "max_worker_processes": 8,
+    "max_wal_senders": 10,
+    "max_locks_per_transaction": 64,
+}
+
+
+def pg_standby_settings(settings):
+    """
+    ``settings`` (a host's tuning) for a hot standby: each setting that must
+    not be lower than the primary's raised to at least PostgreSQL's default
+    (the tuning sizes max_worker_processes by the host's CPUs, and a replica
+    may have fewer than its primary). A primary tuned above those defaults
+    needs the same values on its replicas from pillar db:postgresql:settings.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 hpd.pg_standby_settings '{max_worker_processes: 1}'
+    """
+    ret = dict(settings)
+    for name, floor in PG_STANDBY_FLOOR.items():
+        ret[name] = max(int(ret.get(name, floor)), floor)
+    return ret

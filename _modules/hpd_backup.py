@@ -13,7 +13,11 @@ The site's database backups, run on the backup host (role ``backup``).
     the latest dump restored into a scratch database, pillar
     ``backup:anonymize`` applied, dumped again for developers.
 ``hpd_backup.pitr_restore``
-    on the db host: the cluster restored by pgBackRest to a point in time.
+    on the db host: the cluster restored by pgBackRest to a point in time
+    (``orch.pitr_restore`` runs it, then the db role and the replicas' rebuild).
+``hpd_backup.pitr_base_current``
+    on the db host: whether pgBackRest's repository holds a backup taken on
+    the server's current timeline (salt/db/pitr.sls takes one when not).
 ``hpd_backup.media_backup``
     each app host's media directory pulled with rsync (a read-only module of
     its rsync daemon) into a staging directory, then a restic snapshot of it
@@ -282,6 +286,50 @@ def anonymized_snapshot():
     return {"snapshot": str(target), "tables": sorted(backup["anonymize"])}
 
 
+def wal_timeline(walfile):
+    """The timeline of a WAL file name (its first 8 hex digits), an int."""
+    if not re.fullmatch(r"[0-9A-F]{24}", str(walfile)):
+        raise CommandExecutionError(f"not a WAL file name: {walfile!r}")
+    return int(walfile[:8], 16)
+
+
+def has_base_on_timeline(info, timeline):
+    """
+    Whether pgBackRest's ``info --output=json`` (a list of stanzas) holds a
+    backup that started on ``timeline``. Restoring a later point replays the
+    WAL from the backup on: a backup of an older timeline serves only when the
+    repository holds every timeline between, which it does not after a
+    failover (the other host archived those into its own repository).
+    """
+    return any(wal_timeline(b["archive"]["start"]) == int(timeline)
+               for stanza in info for b in stanza.get("backup", []))
+
+
+def _pitr_stanza():
+    return __salt__["hpd.settings"]("backup")["pitr"]["stanza"]
+
+
+def pitr_base_current():
+    """
+    Whether this db host's pgBackRest repository holds a backup taken on the
+    running primary's current timeline, the base a point-in-time restore of
+    any later moment starts from. False on a new cluster, after a promotion
+    (orch.db_failover) and after a point-in-time restore: the db role
+    (salt/db/pitr.sls) then takes a full backup.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db hpd_backup.pitr_base_current
+    """
+    info = _run(_as_postgres(["pgbackrest", f"--stanza={_pitr_stanza()}", "--output=json",
+                              "info"]), shell=True)
+    walfile = _run(_as_postgres(["psql", "-XAtq", "-c",
+                                 "SELECT pg_walfile_name(pg_current_wal_lsn())"]), shell=True)
+    return has_base_on_timeline(json.loads(info), wal_timeline(walfile.strip()))
+
+
 #: Where pgBackRest's restore leaves recovery settings (postgresql.auto.conf):
 #: reset once the server is promoted, so they never apply to a later recovery.
 RECOVERY_SETTINGS = ("restore_command", "recovery_target_time", "recovery_target_action")
@@ -295,7 +343,10 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
     archived first, the server stopped, its data directory restored (delta)
     and replayed to ``target``, then promoted and running on a new timeline.
     Everything written after ``target`` is gone from the server (still in the
-    repository's WAL).
+    repository's WAL). The restore leaves no replication slot and no backup
+    of the new timeline: ``orch.pitr_restore`` runs this, then the db role's
+    highstate (slots, a full backup) and rebuilds the replicas, whose data
+    went past ``target``.
 
     CLI Example:
 
@@ -303,7 +354,7 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
 
         salt db hpd_backup.pitr_restore '2026-11-30 05:50:00+00'
     """
-    stanza = __salt__["hpd.settings"]("backup")["pitr"]["stanza"]
+    stanza = _pitr_stanza()
 
     def psql(query):
         return _run(_as_postgres(["psql", "-XAtq", "-c", query]), shell=True).strip()

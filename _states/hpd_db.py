@@ -115,3 +115,43 @@ def user_present(name, secret, engine="postgresql", hosts=None, database=None, *
     else:
         ret["comment"] = f"User {name} is present with its password and grants"
     return _scrub(ret, password)
+
+
+def _psql(sql):
+    """Rows of ``sql`` run by the local PostgreSQL's superuser, as lists of fields."""
+    out = __salt__["cmd.run_all"](["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                  runas="postgres", cwd="/", python_shell=False,
+                                  ignore_retcode=True)
+    if out["retcode"] != 0:
+        raise RuntimeError(f"psql failed: {out['stderr'].strip()}")
+    return [line.split("|") for line in out["stdout"].splitlines()]
+
+
+def slots_managed(name, replicas):
+    """
+    On a PostgreSQL primary: one physical replication slot for each replica in
+    ``replicas`` (minion ids, slot names from ``hpd.pg_slot_name``), so it keeps
+    the WAL a replica has not received yet, and no slot of ours (``hpd_``) that
+    no replica of the list uses any more, which would keep WAL for ever. A
+    stale slot a replica still streams through is left, named in the comment.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    try:
+        rows = _psql("SELECT slot_name, active FROM pg_replication_slots "
+                     "WHERE slot_type = 'physical'")
+        plan = __salt__["hpd.pg_slot_changes"]({s: a == "t" for s, a in rows}, replicas)
+        changes = {k: plan[k] for k in ("create", "drop") if plan[k]}
+        busy = f"; in use, left: {', '.join(plan['busy'])}" if plan["busy"] else ""
+        if __opts__["test"]:
+            ret.update(result=None if changes else True, changes=changes,
+                       comment=f"Slots would change{busy}" if changes else f"Slots as wanted{busy}")
+            return ret
+        for slot in plan["create"]:
+            _psql(f"SELECT pg_create_physical_replication_slot('{slot}')")
+        for slot in plan["drop"]:
+            _psql(f"SELECT pg_drop_replication_slot('{slot}')")
+    except RuntimeError as exc:
+        return {**ret, "result": False, "comment": str(exc)}
+    ret.update(changes=changes,
+               comment=("Slots changed" if changes else "Slots as wanted") + busy)
+    return ret

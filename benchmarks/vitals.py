@@ -20,8 +20,6 @@ into an exit status (1 when exceeded, or when any timed call looks like it
 slept).
 """
 
-import argparse
-import json
 import logging
 import os
 import pathlib
@@ -31,6 +29,8 @@ import sys
 import tempfile
 import time
 import timeit
+
+import bench
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STATUS_FUNCTIONS = (
@@ -190,45 +190,30 @@ def on_the_lab(rounds, keep):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--number", type=int, default=500, help="calls per timing run")
-    parser.add_argument("--repeat", type=int, default=7, help="timing runs per candidate")
-    parser.add_argument("--rounds", type=int, default=15, help="round trips per function (lab)")
-    parser.add_argument("--no-lab", action="store_true", help="skip the lab part")
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--max-ratio", type=float, default=None, help="fail above this ratio")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(level=logging.ERROR)
-    result = {"in_process": in_process(args.number, args.repeat)}
-    if not args.no_lab:
-        result["lab"] = on_the_lab(args.rounds, args.keep)
-
+def report(result):
     r = result["in_process"]
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"in-process through Salt's loader, {args.repeat} x {args.number} calls each")
-        print(f"{'':20s} {'best ms/call':>13s} {'median':>9s} {'slowest':>9s}")
-        for name in r["best_ms"]:
-            print(f"{name:20s} {r['best_ms'][name]:13.4f} {r['median_ms'][name]:9.4f} "
-                  f"{r['slowest_call_ms'][name]:9.3f}")
-        print(f"ratio vitals / composite: {r['ratio']:.3f} (median {r['ratio_median']:.3f})"
-              "   (aim <= 1.0)")
-        print(
-            f"vitals returns {r['vitals_leaves']} numbers incl. rates; first call on this boot "
-            f"(one short sample): {r['vitals_first_call_ms']:.1f} ms"
-        )
-        if "lab" in result:
-            lab = result["lab"]
-            print(f"\non the lab, {lab['hosts']} hosts, median of {lab['rounds']} round trips:")
-            for fun, ms in lab["median_ms"].items():
-                print(f"  salt '*' {fun:16s} {ms:8.1f} ms")
-            print(f"ratio vitals / test.ping: {lab['ratio']:.3f}   (aim <= 1.5)")
+    print(f"in-process through Salt's loader, {r['repeat']} x {r['number']} calls each")
+    print(f"{'':20s} {'best ms/call':>13s} {'median':>9s} {'slowest':>9s}")
+    for name in r["best_ms"]:
+        print(f"{name:20s} {r['best_ms'][name]:13.4f} {r['median_ms'][name]:9.4f} "
+              f"{r['slowest_call_ms'][name]:9.3f}")
+    print(f"ratio vitals / composite: {r['ratio']:.3f} (median {r['ratio_median']:.3f})"
+          "   (aim <= 1.0)")
+    print(
+        f"vitals returns {r['vitals_leaves']} numbers incl. rates; first call on this boot "
+        f"(one short sample): {r['vitals_first_call_ms']:.1f} ms"
+    )
+    if "lab" in result:
+        lab = result["lab"]
+        print(f"\non the lab, {lab['hosts']} hosts, median of {lab['rounds']} round trips:")
+        for fun, ms in lab["median_ms"].items():
+            print(f"  salt '*' {fun:16s} {ms:8.1f} ms")
+        print(f"ratio vitals / test.ping: {lab['ratio']:.3f}   (aim <= 1.5)")
 
-    failed = False
+
+def verdict(result, args):
+    """1 when --max-ratio is exceeded or a vitals call looks like it slept."""
+    r, failed = result["in_process"], False
     if args.max_ratio is not None and r["ratio"] > args.max_ratio:
         print(f"FAIL: ratio {r['ratio']:.3f} > {args.max_ratio}", file=sys.stderr)
         failed = True
@@ -236,6 +221,25 @@ def main(argv=None):
         print("FAIL: a vitals call took over 100 ms: does it sleep?", file=sys.stderr)
         failed = True
     return 1 if failed else 0
+
+
+def measure(args):
+    logging.basicConfig(level=logging.ERROR)
+    result = {"in_process": in_process(args.number, args.repeat)}
+    if not args.no_lab:
+        result["lab"] = on_the_lab(args.rounds, args.keep)
+    return result
+
+
+def main(argv=None):
+    p = bench.parser(__doc__)
+    p.add_argument("--number", type=int, default=500, help="calls per timing run")
+    p.add_argument("--repeat", type=int, default=7, help="timing runs per candidate")
+    p.add_argument("--rounds", type=int, default=15, help="round trips per function (lab)")
+    p.add_argument("--no-lab", action="store_true", help="skip the lab part")
+    p.add_argument("--max-ratio", type=float, default=None, help="fail above this ratio")
+    return bench.main(p, measure, report, argv, needs_lab=lambda a: not a.no_lab,
+                      verdict=verdict)
 
 
 def _leaves(tree):

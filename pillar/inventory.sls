@@ -1,9 +1,15 @@
 {#- This minion's roles and environment, and its environment's hosts by role,
     from the master's inventory. #}
 {%- import_yaml 'inventory.yaml' as inventory %}
-{%- set minion = inventory[grains['id']] %}
+{#- Which of an environment's database hosts is the primary: db_primary.yaml,
+    beside inventory.yaml, when orch.db_failover has written one; else the
+    inventory's (hosts.jinja). #}
+{%- set found %}{% include 'db_primary.yaml' ignore missing %}{% endset %}
+{%- set db_primary = found | load_yaml or {} %}
+{%- from 'hosts.jinja' import hosts with context %}
+{%- set minion = hosts[grains['id']] %}
 {%- set peers = {} %}
-{%- for id, other in inventory | dictsort if other.env == minion.env %}
+{%- for id, other in hosts | dictsort if other.env == minion.env %}
 {%-   for role in other.roles %}
 {%-     do peers.setdefault(role, []).append(id) %}
 {%-   endfor %}

@@ -15,10 +15,21 @@
 
     A role whose secrets other roles' hosts need too (the db password, which
     the app and worker hosts connect with) names them in `secret_readers`, as
-    its schema's x-secret-readers does (the unit test keeps the two equal). #}
-{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site', 'lb', 'cdn'] %}
-{%- set secret_readers = {'db': ['app', 'worker'], 'backup': ['db'], 'media_rsync': ['app', 'backup'],
-                          'site': ['app', 'worker'], 'cdn': ['app']} %}
+    its schema's x-secret-readers does (the unit test keeps the two equal).
+    A db_replica host reads db's and backup's: it runs the db role's
+    configuration, so that it can be promoted (orch.db_failover).
+
+    A secret that a role's readers must not get (its schema says
+    x-secret-readers: [] on the property: the backup role's restic password,
+    which the db hosts have no use for) is in secrets/<env>/<role>-own.sls,
+    which only the role's own hosts get; the role is listed in
+    `own_secret_roles` (kept equal to the schemas by the same unit test). #}
+{%- set secret_roles = ['monitoring', 'db', 'backup', 'media_rsync', 'site', 'lb', 'cdn',
+                        'db_replica'] %}
+{%- set own_secret_roles = ['backup'] %}
+{%- set secret_readers = {'db': ['app', 'worker', 'db_replica'], 'backup': ['db', 'db_replica'],
+                          'media_rsync': ['app', 'backup'], 'site': ['app', 'worker'],
+                          'cdn': ['app'], 'db_replica': ['db']} %}
 {%- import_yaml 'inventory.yaml' as inventory %}
 {%- set minion = (inventory or {}).get(grains['id']) %}
 {%- if minion %}
@@ -45,5 +56,8 @@ base:
     - environments.{{ minion.env }}
 {%-   for role in reads if role in secret_roles %}
     - secrets.{{ minion.env }}.{{ role }}
+{%-   endfor %}
+{%-   for role in roles if role in own_secret_roles %}
+    - secrets.{{ minion.env }}.{{ role }}-own
 {%-   endfor %}
 {%- endif %}

@@ -11,6 +11,9 @@ base:
   'hpd:roles:db':
     - match: pillar
     - db
+  'hpd:roles:db_replica':
+    - match: pillar
+    - db_replica
   'hpd:roles:cache':
     - match: pillar
     - cache

@@ -1,4 +1,5 @@
-{%- from tpldir ~ "/map.jinja" import db, server, clients, backup_clients, backup_user with context %}
+{%- from tpldir ~ "/map.jinja" import db, server, clients, backup_clients, backup_user,
+    replication_clients, replication with context %}
 
 include:
   - .package
@@ -31,6 +32,8 @@ db-postgresql-hba-file-managed:
         clients: {{ clients | json }}
         backup_clients: {{ backup_clients | json }}
         backup_user: {{ backup_user | json }}
+        replication_clients: {{ replication_clients | json }}
+        replication_user: {{ replication.replication_user | json }}
     - user: {{ server.user }}
     - group: {{ server.user }}
     - mode: '0640'

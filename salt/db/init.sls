@@ -8,3 +8,4 @@ include:
   - .site
   - .backup
   - .pitr
+  - .replication

@@ -78,13 +78,21 @@ db-pitr-backup-timer-running:
       - file: db-pitr-backup-unit-file-managed
       - file: db-pitr-backup-timer-file-managed
 
-{#- The first base backup, as soon as the stanza exists: until then there is
-    nothing to restore onto. #}
-db-pitr-first-backup-done:
+{#- A full backup whenever the repository holds none taken on the server's
+    current timeline (hpd_backup.pitr_base_current): a new cluster, a promoted
+    replica (orch.db_failover: the WAL the old primary wrote is in the old
+    primary's repository, not this one), a point-in-time restore (a new
+    timeline). A point-in-time restore of any later moment starts from it. #}
+db-pitr-base-backup-done:
   cmd.run:
     - name: systemctl start hpd-pgbackrest-backup.service
-    - onchanges:
-      - cmd: db-pitr-stanza-created
+    - unless:
+      - fun: hpd_backup.pitr_base_current
+    {#- Right after a promotion the new timeline's first WAL may not be
+        archived yet when pgBackRest checks for it. #}
+    - retry:
+        attempts: 3
+        interval: 15
     - require:
       - service: db-pitr-backup-timer-running
 {%- endif %}

@@ -5,7 +5,9 @@ beside a demo lab without touching it. HPD_TEST_KEEP_LAB=1 leaves it up after th
 run (the next run reuses it), which makes iterating on one test fast.
 """
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,6 +68,15 @@ class LabHandle:
         Returns its commit's sha (the branch head's when nothing differs)."""
         with self.lab.locked():
             return self.lab.publish_site(tree, changes, branch)
+
+    def orchestrate(self, name, pillar=None, *args, timeout=900):
+        """salt-run state.orchestrate orch.<name> [pillar=<json>] [args]: the
+        CompletedProcess (text); what it printed for the caller to judge."""
+        cmd = [*self.lab.salt_cmd("salt-run"), "state.orchestrate", f"orch.{name}"]
+        if pillar is not None:
+            cmd.append("pillar=" + json.dumps(pillar))
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     def exec(self, host, *cmd, check=True):
         """Run a command in a host; its CompletedProcess (text)."""

@@ -131,14 +131,15 @@ def test_the_settings_file_is_for_the_app_user_only_and_holds_the_only_copy_of_s
 
 def test_hosts_without_the_app_or_worker_role_get_neither_secret_key_nor_db_password(
         lab, site):
-    """The lb hosts (and every other host but the db's, which has its own password)."""
+    """The lb hosts (and every other host but the db and db_replica ones, which hold the
+    db password: a replica must be able to become the primary)."""
     roles = {h: set(lab.state["hosts"][h]["roles"]) for h in lab.hosts}
     others = [h for h in lab.hosts if not {"app", "worker"} & roles[h]]
     assert others, "every host has the app or worker role"
     seen = lab.salt("-L", ",".join(others), "pillar.items")
     for host in others:
         assert "secret_key" not in (seen[host].get("site") or {}), host
-        if "db" not in roles[host]:
+        if not {"db", "db_replica"} & roles[host]:
             assert "password" not in (seen[host].get("db") or {}), host
         config = f"/etc/hpd/{site['name']}.json"
         assert lab.exec(host, "test", "-e", config, check=False).returncode != 0, host

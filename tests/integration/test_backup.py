@@ -5,11 +5,11 @@ changed; the anonymized snapshot free of the original values. Builds on the
 shared first highstate."""
 
 import datetime
-import subprocess
 import time
 
 import pytest
 from conftest import settled
+from test_secrets import secrets_in_job_cache
 
 pytestmark = pytest.mark.lab
 
@@ -85,8 +85,7 @@ def test_the_timer_pulls_a_dump_and_older_ones_expire(lab, db, backup, table):
 
 def restore_test(lab):
     """salt-run state.orchestrate orch.restore_test: (exit code, output)."""
-    out = subprocess.run([*lab.lab.salt_cmd("salt-run"), "state.orchestrate",
-                          "orch.restore_test"], capture_output=True, text=True, timeout=300)
+    out = lab.orchestrate("restore_test", timeout=300)
     return out.returncode, out.stdout
 
 
@@ -139,12 +138,21 @@ def test_a_point_in_time_restore_brings_deleted_rows_back(lab, db, backup):
         before = sql(lab, db, "SELECT clock_timestamp()")
         time.sleep(1)
         sql(lab, db, "DELETE FROM pitr_probe")
-        returned = lab.salt(db, "hpd_backup.pitr_restore", before)[db]
-        assert isinstance(returned, dict), returned
+        started = time.time()
+        run = lab.orchestrate("pitr_restore", {"env": "dev", "target": before})
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert secrets_in_job_cache(lab, since=started) == []
         assert sql(lab, db, "SELECT count(*) FROM pitr_probe") == "30"
         assert sql(lab, db, "SELECT pg_is_in_recovery()") == "f"
     finally:
         sql(lab, db, "DROP TABLE IF EXISTS pitr_probe")
-    # The server is back to normal: the db role has nothing to do.
+    # Whole again: the new timeline has its base backup, the db role has
+    # nothing left to do, and every replica was rebuilt and streams through
+    # its slot.
+    assert lab.salt(db, "hpd_backup.pitr_base_current")[db] is True
     returned = lab.salt(db, "state.apply", "db")[db]
     assert [r["__id__"] for r in returned.values() if r["changes"] or not r["result"]] == []
+    replicas = lab.hosts_with("db_replica")
+    streaming = sql(lab, db, "SELECT count(*) FROM pg_replication_slots s JOIN "
+                    "pg_stat_replication r ON r.pid = s.active_pid WHERE r.state = 'streaming'")
+    assert streaming == str(len(replicas))

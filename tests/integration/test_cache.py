@@ -225,3 +225,13 @@ def test_bad_cache_pillar_is_refused_naming_the_key(lab, farm):
     ret = lab.salt(caches[0], "state.apply", "cache", "pillar=" + json.dumps(bad))[caches[0]]
     assert "cache:memcached:memory_mb" in json.dumps(ret), ret
     assert lab.exec(caches[0], "cat", "/etc/memcached.conf").stdout == before
+
+
+def test_a_cache_host_that_does_not_resolve_is_refused_naming_the_key(lab, farm):
+    app = farm[1][0]
+    before = lab.exec(app, "cat", "/etc/nutcracker/nutcracker.yml").stdout
+    peers = {"hpd": {"peers": {"cache": [farm[0][0], "ghost"]}}}
+    ret = lab.salt(app, "state.apply", "twemproxy", "pillar=" + json.dumps(peers))[app]
+    assert isinstance(ret, list), f"states ran: {ret}"
+    assert any("hpd:peers:cache: host 'ghost' does not resolve" in line for line in ret), ret
+    assert lab.exec(app, "cat", "/etc/nutcracker/nutcracker.yml").stdout == before

@@ -25,9 +25,9 @@ import time
 from collections import namedtuple
 
 import pytest
-import salt.config
 import salt.loader
 import salt.loader.lazy
+from conftest import local_opts
 from salt.exceptions import SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -1215,29 +1215,14 @@ def minion_opts(tmp_path_factory, carbon):
     root = tmp_path_factory.mktemp("minion")
     for name in ("cache", "pki", "sock", "file_roots", "pillar_roots"):
         (root / name).mkdir()
-    opts = salt.config.minion_config(None)
-    opts.update(
-        {
-            "id": "web1.example.com",
-            "file_client": "local",
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "extension_modules": str(root / "cache" / "extmods"),
-            "file_roots": {"base": [str(root / "file_roots")]},
-            "pillar_roots": {"base": [str(root / "pillar_roots")]},
-            "module_dirs": [str(REPO / "_modules")],
-            "highperf": {
-                "graphite": {
-                    "host": "127.0.0.1",
-                    "port": carbon.server_address[1],
-                    "prefix": "test.farm",
-                    "timeout": 2,
-                }
-            },
-        }
+    return local_opts(
+        root,
+        id="web1.example.com",
+        file_roots={"base": [str(root / "file_roots")]},
+        pillar_roots={"base": [str(root / "pillar_roots")]},
+        highperf={"graphite": {"host": "127.0.0.1", "port": carbon.server_address[1],
+                               "prefix": "test.farm", "timeout": 2}},
     )
-    return opts
 
 
 @pytest.fixture(scope="module")

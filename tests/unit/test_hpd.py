@@ -5,8 +5,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import salt.config
 import salt.utils.yaml
+from conftest import local_opts
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -25,17 +25,7 @@ def hpd(minion_opts):
 
 @pytest.fixture
 def minion_opts(tmp_path):
-    opts = salt.config.minion_config(None)
-    opts.update(
-        file_client="local",
-        file_roots={"base": [str(REPO / "salt"), str(REPO)]},
-        module_dirs=[str(REPO / "_modules")],
-        cachedir=str(tmp_path / "cache"),
-        pki_dir=str(tmp_path / "pki"),
-        id="unit",
-        pillar={},
-    )
-    return opts
+    return local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, pillar={})
 
 
 SCHEMA = {
@@ -191,10 +181,50 @@ def test_addresses_resolve_each_name_once_sorted(monkeypatch):
     assert module.addresses([]) == []
 
 
-def test_addresses_name_the_key_of_a_name_that_does_not_resolve(monkeypatch):
+def test_resolve_maps_each_name_to_its_address(monkeypatch):
+    table = {"cache2": "10.0.0.51", "cache1": "10.0.0.50"}
+    monkeypatch.setattr(hpd_module().socket, "getaddrinfo",
+                        lambda name, *a: [(2, 1, 6, "", (table[name], 0))])
+    assert hpd_module().resolve(["cache2", "cache1"]) == table
+    assert hpd_module().resolve(None) == {}
+
+
+@pytest.mark.parametrize("function", ["resolve", "addresses"])
+def test_a_name_that_does_not_resolve_is_refused_naming_the_key(monkeypatch, function):
     def fail(name, *args):
         raise hpd_module().socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(hpd_module().socket, "getaddrinfo", fail)
     with pytest.raises(CommandExecutionError, match="hpd:peers:app: host 'ghost' does not"):
-        hpd_module().addresses(["ghost"], key="hpd:peers:app")
+        getattr(hpd_module(), function)(["ghost"], key="hpd:peers:app")
+
+
+@pytest.mark.parametrize("minion, slot", [("db2", "hpd_db2"),
+                                          ("DB-2.example.com", "hpd_db_2_example_com"),
+                                          ("x" * 80, "hpd_" + "x" * 59)])
+def test_pg_slot_name_is_a_valid_slot_name_per_host(minion, slot):
+    assert hpd_module().pg_slot_name(minion) == slot
+
+
+@pytest.mark.parametrize("existing, replicas, plan", [
+    ({}, ["db2"], {"create": ["hpd_db2"], "drop": [], "busy": []}),
+    ({"hpd_db2": True}, ["db2"], {"create": [], "drop": [], "busy": []}),
+    # A replica that left: its idle slot dropped; one still streaming left.
+    ({"hpd_db2": True, "hpd_gone": False, "hpd_old": True}, ["db2"],
+     {"create": [], "drop": ["hpd_gone"], "busy": ["hpd_old"]}),
+    # No replicas any more: every slot of ours goes; other tools' slots stay.
+    ({"hpd_db2": False, "barman": False}, [], {"create": [], "drop": ["hpd_db2"], "busy": []}),
+    ({"barman": False}, ["DB-3.example.com"],
+     {"create": ["hpd_db_3_example_com"], "drop": [], "busy": []}),
+])
+def test_pg_slot_changes_keep_one_slot_per_replica_and_no_other_of_ours(existing, replicas,
+                                                                       plan):
+    assert hpd_module().pg_slot_changes(existing, replicas) == plan
+
+
+def test_pg_standby_settings_raise_what_a_standby_needs_to_postgresqls_defaults():
+    tuned = {"max_worker_processes": 1, "max_wal_senders": 20, "work_mem": "4MB"}
+    standby = hpd_module().pg_standby_settings(tuned)
+    assert standby == {"max_worker_processes": 8, "max_wal_senders": 20, "work_mem": "4MB",
+                       "max_locks_per_transaction": 64}
+    assert tuned["max_worker_processes"] == 1  # input unchanged

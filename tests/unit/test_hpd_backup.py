@@ -172,3 +172,34 @@ def test_bad_media_values_are_refused_naming_the_key(pillar, key):
     with pytest.raises(SaltInvocationError, match=f"{key}: "):
         hpd_module().check(load(REPO / "pillar" / "backup" / "schema.yaml"), pillar, "backup",
                            "production")
+
+
+def info(*starts):
+    """pgBackRest's ``info --output=json`` for one stanza with backups that
+    started at these WAL files (fields a restore does not need left out)."""
+    return [{"name": "hpd", "backup": [{"archive": {"start": s, "stop": s}, "type": "full"}
+                                       for s in starts]}]
+
+
+@pytest.mark.parametrize("backups, timeline, current", [
+    ((), 1, False),                                                  # a new cluster
+    (("000000010000000000000002",), 1, True),
+    (("000000010000000000000002",), 3, False),                       # promoted / restored since
+    (("000000010000000000000002", "000000030000000000000011"), 3, True),
+    (("0000000A0000000000000002",), 10, True),                       # timelines are hex
+    (("000000010000000000000002",), 16, False),
+])
+def test_a_base_is_current_only_with_a_backup_of_the_running_timeline(hb, backups, timeline,
+                                                                      current):
+    assert hb.has_base_on_timeline(info(*backups), timeline) is current
+
+
+def test_a_stanza_without_backups_has_no_base(hb):
+    assert hb.has_base_on_timeline([{"name": "hpd", "status": {"code": 2}}], 1) is False
+
+
+@pytest.mark.parametrize("name", ["", "00000001", "00000001000000000000000g",
+                                  "000000010000000000000002.partial", None])
+def test_a_wal_timeline_needs_a_wal_file_name(hb, name):
+    with pytest.raises(hb.CommandExecutionError, match="not a WAL file name"):
+        hb.wal_timeline(name)

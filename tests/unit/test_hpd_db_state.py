@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from test_hpd import hpd_module
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "a-real-database-password-0123456789"
@@ -74,3 +75,43 @@ def test_mysql_with_nothing_missing_changes_nothing(state):
     ret = state.user_present("hpd", secret="db:password", engine="mysql",
                              hosts=["10.0.0.21"], database="hpd")
     assert ret["result"] is True and ret["changes"] == {}
+
+
+@pytest.fixture
+def psql(state):
+    """The primary's slots as a fake psql sees them; every SQL statement run."""
+    slots, statements = {"hpd_db2": "t", "hpd_gone": "f", "hpd_old": "t", "barman": "f"}, []
+
+    def run_all(cmd, runas=None, **kwargs):
+        assert runas == "postgres" and cmd[:2] == ["psql", "-XAtq"]
+        statements.append(cmd[-1])
+        rows = "\n".join(f"{s}|{a}" for s, a in slots.items())
+        return {"retcode": 0, "stdout": rows if "FROM pg_replication_slots" in cmd[-1] else "",
+                "stderr": ""}
+
+    state.__salt__.update({"cmd.run_all": run_all,
+                           "hpd.pg_slot_changes": hpd_module().pg_slot_changes})
+    return statements
+
+
+def test_slots_made_for_new_replicas_and_dropped_for_gone_ones(state, psql):
+    ret = state.slots_managed("slots", replicas=["db2", "db3"])
+    assert ret["result"] is True
+    assert ret["changes"] == {"create": ["hpd_db3"], "drop": ["hpd_gone"]}
+    assert psql[1:] == ["SELECT pg_create_physical_replication_slot('hpd_db3')",
+                        "SELECT pg_drop_replication_slot('hpd_gone')"]
+    assert "in use, left: hpd_old" in ret["comment"]
+
+
+def test_slots_in_test_mode_change_nothing(state, psql):
+    state.__opts__["test"] = True
+    ret = state.slots_managed("slots", replicas=["db2"])
+    assert ret["result"] is None and ret["changes"] == {"drop": ["hpd_gone"]}
+    assert len(psql) == 1  # the listing only
+
+
+def test_slots_fail_with_psqls_error(state):
+    state.__salt__["cmd.run_all"] = lambda cmd, **kwargs: {
+        "retcode": 2, "stdout": "", "stderr": "could not connect to server"}
+    ret = state.slots_managed("slots", replicas=["db2"])
+    assert ret["result"] is False and "could not connect" in ret["comment"]

@@ -16,10 +16,10 @@ def test_default_spec_is_the_farm():
     spec = labctl.load_spec()
     assert spec["name"] == "hpd"
     assert set(spec["hosts"]) == {"lb", "app1", "app2", "worker1", "db", "cache1", "cache2", "mon",
-                                  "backup"}
+                                  "backup", "db2"}
     roles = {role for host in spec["hosts"].values() for role in host["roles"]}
     assert roles == {"lb", "varnish", "cdn", "app", "worker", "cache", "db", "monitoring",
-                     "backup"}
+                     "backup", "db_replica"}
     assert spec["hosts"]["db"]["address"] == "10.77.0.40"
 
 

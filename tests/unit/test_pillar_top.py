@@ -5,14 +5,17 @@ test's making in a pillar root before the repository's.
 """
 
 import pytest
-import salt.config
 import salt.utils.templates
 import salt.utils.yaml
+from conftest import local_opts
 from test_hpd import REPO, SCHEMAS, hpd_module, load
 
 HPD = hpd_module()
 SECRETS = {p.parent.name: HPD.secret_paths(load(p)) for p in SCHEMAS}
 SECRET_ROLES = sorted(role for role, paths in SECRETS.items() if paths)
+#: A role's secrets its readers must not get (x-secret-readers: [] on the property).
+OWN = {p.parent.name: HPD.secret_paths(load(p), own=True) for p in SCHEMAS}
+OWN_ROLES = sorted(role for role, paths in OWN.items() if paths)
 #: Roles whose hosts also get a role's secrets (its schema's x-secret-readers).
 READERS = {p.parent.name: load(p).get("x-secret-readers", []) for p in SCHEMAS}
 
@@ -24,10 +27,7 @@ def reads(roles, role):
 
 def render_top(tmp_path, inventory, minion):
     (tmp_path / "inventory.yaml").write_text(salt.utils.yaml.safe_dump(inventory))
-    opts = salt.config.minion_config(None)
-    opts.update(file_client="local", id="unit", cachedir=str(tmp_path / "cache"),
-                pki_dir=str(tmp_path / "pki"),
-                file_roots={"base": [str(tmp_path), str(REPO / "pillar")]})
+    opts = local_opts(tmp_path, file_roots={"base": [str(tmp_path), str(REPO / "pillar")]})
     out = salt.utils.templates.JINJA(str(REPO / "pillar" / "top.sls"), to_str=True, opts=opts,
                                      saltenv="base", grains={"id": minion}, pillar={}, salt={})
     assert out["result"], out["data"]
@@ -57,8 +57,22 @@ def test_a_host_gets_the_secrets_files_of_its_own_roles_only(tmp_path, env):
         _, required = blocks(render_top(tmp_path, inventory, minion))
         secrets = [name for name in required if name.startswith("secrets.")]
         roles = {"common", *entry["roles"]}
-        assert sorted(secrets) == [f"secrets.{env}.{r}" for r in SECRET_ROLES if reads(roles, r)], (
-            minion)
+        assert sorted(secrets) == sorted(
+            [f"secrets.{env}.{r}" for r in SECRET_ROLES if reads(roles, r)]
+            + [f"secrets.{env}.{r}-own" for r in OWN_ROLES if r in roles]), minion
+
+
+def test_the_readers_of_a_roles_secrets_do_not_get_its_own_ones(tmp_path):
+    # The db hosts create the backup role's database user and encrypt
+    # pgBackRest's repository; the restic password of the media snapshots is
+    # the backup hosts' alone.
+    assert OWN["backup"] == [("media", "restic_password")]
+    inventory = {"db": {"roles": ["db"], "env": "dev"},
+                 "backup": {"roles": ["backup"], "env": "dev"}}
+    _, required = blocks(render_top(tmp_path, inventory, "db"))
+    assert "secrets.dev.backup" in required and "secrets.dev.backup-own" not in required
+    _, required = blocks(render_top(tmp_path, inventory, "backup"))
+    assert {"secrets.dev.backup", "secrets.dev.backup-own"} <= set(required)
 
 
 def test_the_app_and_worker_hosts_read_the_db_and_site_pillars_and_app_hosts_media_rsync(
@@ -88,7 +102,8 @@ def test_only_role_data_may_be_missing(tmp_path):
     optional, required = blocks(render_top(tmp_path, inventory, "m"))
     assert optional == ["common", *SECRET_ROLES]
     assert required == ["inventory", "environments.staging",
-                        *(f"secrets.staging.{r}" for r in SECRET_ROLES)]
+                        *(f"secrets.staging.{r}" for r in SECRET_ROLES),
+                        *(f"secrets.staging.{r}-own" for r in OWN_ROLES)]
 
 
 def test_a_minion_outside_the_inventory_gets_nothing(tmp_path):
@@ -101,16 +116,19 @@ def leaves(data, path=()):
     return [leaf for key, sub in data.items() for leaf in leaves(sub, (*path, key))]
 
 
-@pytest.mark.parametrize("role", SECRET_ROLES)
-def test_dev_secrets_file_holds_exactly_the_role_secrets(role):
-    data = load(REPO / "pillar" / "secrets" / "dev" / f"{role}.sls")
+@pytest.mark.parametrize("role, own", [*((r, False) for r in SECRET_ROLES),
+                                       *((r, True) for r in OWN_ROLES)])
+def test_dev_secrets_file_holds_exactly_the_role_secrets(role, own):
+    """<role>.sls holds the secrets its readers get too, <role>-own.sls the others."""
+    data = load(REPO / "pillar" / "secrets" / "dev" / f"{role}{'-own' if own else ''}.sls")
     assert set(data) == {role}, "a role's secrets file holds that role's pillar only"
-    assert sorted(leaves(data[role])) == sorted(SECRETS[role])
+    paths = OWN[role] if own else [p for p in SECRETS[role] if p not in OWN[role]]
+    assert sorted(leaves(data[role])) == sorted(paths)
     schema = load(REPO / "pillar" / role / "schema.yaml")
     HPD.check(schema, data[role], role, "dev")
     # Each a throw-away value, or null: left unset in dev on purpose (the lb's TLS
     # key: the host makes its own there).
-    values = [HPD._lookup(data[role], p) for p in SECRETS[role]]
+    values = [HPD._lookup(data[role], p) for p in paths]
     assert all(v is None or v.startswith("dev-only") for v in values), values
 
 

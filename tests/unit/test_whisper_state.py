@@ -6,15 +6,13 @@ installs them).
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 
 import pytest
-import salt.config
+from conftest import local_opts
 from saltfactories.utils.functional import Loaders
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 OLD, NEW = "5s:1d,5m:30d", "10s:1d,5m:30d"
 
 pytestmark = pytest.mark.skipif(
@@ -24,21 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minion")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        {
-            "id": "mon",
-            "file_client": "local",
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "extension_modules": str(root / "cache" / "extmods"),
-            "module_dirs": [str(REPO / "_modules")],
-            "states_dirs": [str(REPO / "_states")],
-        }
-    )
-    return Loaders(opts)
+    return Loaders(local_opts(tmp_path_factory.mktemp("minion"), id="mon"))
 
 
 @pytest.fixture

@@ -1,0 +1,3 @@
+# The db role's packages (PostgreSQL 15, its client, pgBackRest).
+include:
+  - db.package

@@ -1,0 +1,27 @@
+"""What unit tests share: Salt minion options for a loader or a renderer without a master."""
+
+from pathlib import Path
+
+import salt.config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def local_opts(root, **overrides):
+    """Salt's minion options for a unit test: no master (``file_client: local``),
+    every directory Salt writes below ``root`` (extension modules too, so no
+    stale synced copy under /var/cache/salt is loaded), the repository's
+    ``_modules`` and ``_states``; ``overrides`` on top."""
+    opts = salt.config.minion_config(None)
+    opts.update(
+        id="unit",
+        file_client="local",
+        cachedir=str(root / "cache"),
+        pki_dir=str(root / "pki"),
+        sock_dir=str(root / "sock"),
+        extension_modules=str(root / "cache" / "extmods"),
+        module_dirs=[str(REPO / "_modules")],
+        states_dirs=[str(REPO / "_states")],
+    )
+    opts.update(overrides)
+    return opts
