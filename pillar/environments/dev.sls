@@ -6,3 +6,18 @@ highperf:
     # Short, so a test sees a few points within a minute.
     interval: 5
     timeout: 2
+alerts:
+  # Lab hosts see the machine's load, not their own (no lxcfs).
+  load:
+    enabled: false
+  # Short, so a test sees an alert and its resolution within seconds.
+  disk:
+    interval: 5
+  ports:
+    interval: 5
+monitoring:
+  alerts:
+    # The machine that runs the dev master, on the address it listens on (in
+    # the lab, its bridge): a developer (or a test) may listen there; nothing
+    # is lost when nobody does (the master logs every alert).
+    webhook: http://{{ opts['interface'] }}:8470/hpd-alerts
