@@ -1,7 +1,7 @@
 """
 Hosts that come and go (reactor/scale.sls maps the events):
 
-- ``salt/key`` with ``act: accept``: :func:`accepted` marks the minion new;
+- ``salt/key`` with ``act: accepted``: :func:`accepted` marks the minion new;
 - ``salt/minion/<id>/start``: :func:`joined` provisions a new minion at its
   first start: its extension modules, its highstate (its roles from the
   inventory), its mine, then a highstate of the lb hosts of its environment
