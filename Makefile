@@ -49,6 +49,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/lab.py
 	$(PY) benchmarks/vitals.py
+	$(PY) benchmarks/mttr.py
 
 down:
 	$(LABCTL) down

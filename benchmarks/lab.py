@@ -16,15 +16,14 @@ The lab's costs, measured in one run on a lab of its own (`hpdbench` on
 Aims: boot <= 10 s, second highstate <= 25% of the first.
 """
 
-import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
+
+import common  # noqa: E402
 
 import labctl  # noqa: E402
 
@@ -73,27 +72,21 @@ def bench_lab(spec_path, name, subnet, keep):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--spec", default=None, help="lab spec (default: the farm)")
-    parser.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
-    parser.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-    r = bench_lab(args.spec, args.name, args.subnet, args.keep)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
+def show(r):
     print(f"lab of {r['hosts']} hosts")
     print(f"  boot (systemd running, minions answering)  {r['boot_s']:7.2f} s   (aim <= 10 s)")
     print(f"  first highstate   {r['first_highstate_s']:7.2f} s  {r['first_changes']} changes")
     print(f"  second highstate  {r['second_highstate_s']:7.2f} s  {r['second_changes']} changes")
     print(f"  second / first    {r['second_over_first']:7.3f}     (aim <= 0.25)")
     print(f"  failed states     {r['failed']}")
-    return 0
+
+
+def main(argv=None):
+    parser = common.parser(__doc__, (NAME, SUBNET))
+    parser.add_argument("--spec", default=None, help="lab spec (default: the farm)")
+    args = parser.parse_args(argv)
+    return common.report(
+        args, lambda: bench_lab(args.spec, args.name, args.subnet, args.keep), show)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Runs on a lab of its own (`hpdpg`, 10.99.0.0/24, one host), taken down
 afterwards unless it was up before or `--keep`.
 """
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
+
+import common  # noqa: E402
 
 import labctl  # noqa: E402
 
@@ -124,20 +124,7 @@ def bench(scale, seconds, clients, keep):
             "tuning": [line for line in tuning.splitlines() if not line.startswith("#")]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--scale", type=int, default=30, help="pgbench scale (15MB each)")
-    parser.add_argument("--seconds", type=int, default=30, help="seconds per run")
-    parser.add_argument("--clients", type=int, default=8, help="pgbench clients")
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-    r = bench(args.scale, args.seconds, args.clients, args.keep)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
+def show(r):
     print(f"pgbench scale {r['scale']} ({r['data']}), {r['clients']} clients, "
           f"{r['seconds']} s per run, db host 2048 MiB / 2 CPUs")
     print(f"{'':22s} {'stock':>18s} {'tuned':>18s} {'tuned/stock':>12s}")
@@ -148,7 +135,16 @@ def main(argv=None):
     print(f"shared_buffers: stock {r['stock']['shared_buffers']}, "
           f"tuned {r['tuned']['shared_buffers']}")
     print("tuning: " + "; ".join(r["tuning"]))
-    return 0
+
+
+def main(argv=None):
+    parser = common.parser(__doc__)
+    parser.add_argument("--scale", type=int, default=30, help="pgbench scale (15MB each)")
+    parser.add_argument("--seconds", type=int, default=30, help="seconds per run")
+    parser.add_argument("--clients", type=int, default=8, help="pgbench clients")
+    args = parser.parse_args(argv)
+    return common.report(
+        args, lambda: bench(args.scale, args.seconds, args.clients, args.keep), show)
 
 
 if __name__ == "__main__":
