@@ -144,6 +144,13 @@ def _settle(show, settle, timeout, clock=time.monotonic, sleep=time.sleep):
         sleep(POLL)
 
 
+def _wanted(props):
+    """Whether a unit's properties say it should run: loaded (not masked, not
+    missing) and not disabled. Salt's service.enabled will not do: a masked unit
+    with a System V script (memcached, redis, rsync) counts as enabled there."""
+    return props.get("LoadState") == "loaded" and props.get("UnitFileState") != "disabled"
+
+
 def _settings():
     """(heal settings, this host's roles) from pillar."""
     return __salt__["hpd.settings"]("heal"), (__pillar__.get("hpd") or {}).get("roles", [])
@@ -226,8 +233,9 @@ def heal(service):
 
     First waits until systemd is done with the unit (a crash it is restarting, a
     start or stop under way), so systemd's own restart is never raced. A unit
-    that is then active has been healed by systemd. A unit that is disabled or
-    masked is left alone (that is how an operator keeps a service down). Else
+    that is then active has been healed by systemd. A unit that is disabled,
+    masked or missing is left alone (that is how an operator, or a restore, keeps
+    a service down: ``systemctl disable --now``, ``systemctl mask --runtime``). Else
     the unit's failed state is reset (systemd's start limit) and it is started,
     and again while it does not stay up, at most ``heal:max_restarts`` starts in
     ``heal:window`` seconds counted across calls. Returns the unit's state,
@@ -256,7 +264,7 @@ def heal(service):
         result["state"] = result["before"] = settle()
         if result["state"] in TRANSIENT or result["state"] == "active":
             return result
-        result["enabled"] = __salt__["service.enabled"](service)
+        result["enabled"] = _wanted(__salt__["service.show"](service))
         while result["enabled"] and result["state"] != "active":
             now = time.time()
             record["starts"], allowed = _admit(record["starts"], now,

@@ -271,7 +271,9 @@ def sweep(ping_timeout=5):
     if accepted:
         with salt.client.get_local_client(__opts__["conf_file"]) as client:
             answered = {m for m, ok in client.cmd(accepted, "test.ping", tgt_type="list",
-                                                  timeout=ping_timeout).items() if ok is True}
+                                                  timeout=ping_timeout,
+                                                  gather_job_timeout=ping_timeout).items()
+                        if ok is True}
     now = time.time()
     with _store() as store:
         missing, present = _count_misses(store, accepted, answered, now)

@@ -122,6 +122,23 @@ def test_a_stopped_service_is_started_again_by_the_reactor(lab, cache):
     assert lab.salt(cache, "hpd_heal.reset", "memcached")[cache] == 1  # its start given back
 
 
+def test_a_masked_service_is_left_down(lab, cache):
+    # How a restore keeps a service down (hpd_backup.pitr_restore). memcached has
+    # a System V script too, which Salt's service.enabled takes for enabled.
+    with EventBus(lab) as bus:
+        lab.exec(cache, "sh", "-c", "systemctl mask --runtime memcached && "
+                 "systemctl stop memcached")
+        try:
+            ret = bus.wait(lambda _: bus.returns("hpd_heal.heal", cache), 120,
+                           "the host's answer to the reactor")[0]
+            assert (ret["state"], ret["enabled"], ret["starts"]) == ("inactive", False, []), ret
+            assert lab.exec(cache, "systemctl", "is-active", "memcached",
+                            check=False).stdout.strip() == "inactive"
+        finally:
+            lab.exec(cache, "sh", "-c", "systemctl unmask --runtime memcached && "
+                     "systemctl start memcached")
+
+
 def test_a_service_failing_every_start_gets_its_restarts_then_one_alert(lab, cache):
     limit = lab.salt(cache, "hpd.settings", "heal")[cache]["max_restarts"]
     lab.exec(cache, "sh", "-c", f"mkdir -p {FAILING.rsplit('/', 1)[0]} && printf "

@@ -140,7 +140,8 @@ class FakeUnit:
 
     def show(self, name):
         return {"ActiveState": self.state, "ActiveEnterTimestampMonotonic": str(self.starts),
-                "NRestarts": "0"}
+                "NRestarts": "0", "LoadState": "loaded",
+                "UnitFileState": "enabled" if self.is_enabled else "disabled"}
 
     def start(self, name):
         self.starts += 1
@@ -156,8 +157,7 @@ def host(hh, tmp_path):
     def make(unit, heal=None):
         settings = {"heal": {**HEAL, "settle": 0, "timeout": 5, **(heal or {})}}
         hh.__salt__ = {"hpd.settings": settings.get, "service.show": unit.show,
-                       "service.start": unit.start, "service.enabled": lambda n: unit.is_enabled,
-                       "cmd.run_all": lambda cmd, **kw: {"retcode": 0}}
+                       "service.start": unit.start, "cmd.run_all": lambda cmd, **kw: {"retcode": 0}}
         hh.__pillar__ = {"hpd": {"roles": ["cache"]}}
         hh.__opts__ = {"cachedir": str(tmp_path)}
         return unit
@@ -193,6 +193,18 @@ def test_a_disabled_unit_is_left_down(hh, host):
     unit = host(FakeUnit("inactive", works=True, enabled=False))
     ret = hh.heal("memcached")
     assert (ret["state"], ret["enabled"], unit.starts) == ("inactive", False, 0)
+
+
+@pytest.mark.parametrize("props, wanted", [
+    ({"LoadState": "loaded", "UnitFileState": "enabled"}, True),
+    ({"LoadState": "loaded", "UnitFileState": "enabled-runtime"}, True),  # postgresql@15-main
+    ({"LoadState": "loaded", "UnitFileState": "static"}, True),
+    ({"LoadState": "loaded", "UnitFileState": "disabled"}, False),
+    ({"LoadState": "masked", "UnitFileState": "masked-runtime"}, False),
+    ({"LoadState": "not-found", "UnitFileState": ""}, False),  # mariadb on a PostgreSQL host
+])
+def test_only_a_unit_that_should_run_is_started(hh, props, wanted):
+    assert hh._wanted(props) is wanted
 
 
 def test_a_unit_outside_the_hosts_roles_is_refused(hh, host):
