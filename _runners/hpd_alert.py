@@ -18,7 +18,7 @@ Where incidents come from:
 :func:`record` handles each event: a JSON line in ``hpd-alerts.log`` beside the
 master's log, a counter in Graphite on the environment's monitoring host
 (``alerts.<host>.<check>.<severity>``, the number so far), and a POST to the
-webhook pillar ``monitoring:alerts`` names.
+webhook pillar ``alerts:webhook`` names.
 
 Settings are each host's pillar (``alerts``; ``monitoring`` of its environment's
 monitoring host), as the master last compiled it, with the schema's defaults.
@@ -309,7 +309,8 @@ def record(tag, data):
     ``hpd-alerts.log`` beside the master's log; the number of such events of the
     host's check so far to Graphite on its environment's monitoring host
     (``hpd_heal.alert_metric`` there); a POST of the event, as JSON, to the
-    webhook of pillar ``monitoring:alerts`` of that host, when it names one.
+    webhook pillar ``alerts:webhook`` of the host names, with the token of pillar
+    ``monitoring:alerts:webhook_token`` of that monitoring host.
 
     CLI Example:
 
@@ -326,18 +327,15 @@ def record(tag, data):
             "severity": data.get("severity"), "detail": data.get("detail")}
     entry = {**body, "count": total}
     monitoring = ((_pillar(host).get("hpd") or {}).get("peers") or {}).get("monitoring") or []
+    token = None
     if monitoring:
         mon = sorted(monitoring)[0]
         with salt.client.get_local_client(__opts__["conf_file"]) as client:
             client.cmd_async(mon, "hpd_heal.alert_metric", [host, check, kind, total])
-        try:
-            hook = settings(mon, "monitoring", unmask=True)["alerts"]
-        except SaltInvocationError as exc:
-            entry["webhook"] = f"not posted: {exc}"
-        else:
-            if hook["webhook"]:
-                entry["webhook"] = _post(hook["webhook"], hook["webhook_token"],
-                                         hook["timeout"], body)
+        token = settings(mon, "monitoring", unmask=True)["alerts"]["webhook_token"]
+    webhook = settings(host, "alerts")["webhook"]
+    if webhook["url"]:
+        entry["webhook"] = _post(webhook["url"], token, webhook["timeout"], body)
     path = os.path.join(os.path.dirname(__opts__["log_file"]), "hpd-alerts.log")
     with open(path, "a") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -10,10 +10,10 @@ Time to repair a crashed or stopped service, on a lab of its own (`hpdbench` on
 - reactor path: `systemctl stop memcached`; the service beacon reports it, the
   master's reactor has the host start it again (hpd_heal.heal).
 
-Several runs of each (`--runs`), median and max. Between runs the unit's start
-limit (systemd) and the host's restart count (hpd_heal.reset) are reset, so each
-run is a first incident. The time includes sending the command into the host
-(nsenter), so it errs long.
+Several runs of each (`--runs`), median and max. After each run the unit's
+start limit (systemd) and the host's restart count (hpd_heal.reset) are reset,
+so each run is a first incident and the host is left as it was. The time
+includes sending the command into the host (nsenter), so it errs long.
 
     /opt/hpd-salt/venv/bin/python benchmarks/mttr.py [--runs N] [--keep] [--json]
         [--name LAB --subnet CIDR]
@@ -82,10 +82,10 @@ def bench(name, subnet, runs, keep):
         times = {path: [] for path in PATHS}
         for _ in range(runs):
             for path, command in PATHS.items():
-                lab.exec_in(state, HOST, ["systemctl", "reset-failed", "memcached"])
-                lab.salt_json(HOST, "hpd_heal.reset", "memcached")
                 times[path].append(repaired_after(lab, state, command, address))
                 time.sleep(5)  # the heal's own check (heal:settle) is over
+                lab.exec_in(state, HOST, ["systemctl", "reset-failed", "memcached"])
+                lab.salt_json(HOST, "hpd_heal.reset", "memcached")
     return {path: {"runs": [round(t, 3) for t in ts], "median_s": round(statistics.median(ts), 3),
                    "max_s": round(max(ts), 3)} for path, ts in times.items()}
 

@@ -7,6 +7,11 @@ highperf:
     interval: 5
     timeout: 2
 alerts:
+  # The machine that runs the dev master, on the address it listens on (in the
+  # lab, its bridge): a developer (or a test) may listen there; nothing is lost
+  # when nobody does (the master logs every alert).
+  webhook:
+    url: http://{{ opts['interface'] }}:8470/hpd-alerts
   # Lab hosts see the machine's load, not their own (no lxcfs).
   load:
     enabled: false
@@ -15,9 +20,3 @@ alerts:
     interval: 5
   ports:
     interval: 5
-monitoring:
-  alerts:
-    # The machine that runs the dev master, on the address it listens on (in
-    # the lab, its bridge): a developer (or a test) may listen there; nothing
-    # is lost when nobody does (the master logs every alert).
-    webhook: http://{{ opts['interface'] }}:8470/hpd-alerts

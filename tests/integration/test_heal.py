@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 
 FAILING = "/run/systemd/system/memcached.service.d/zz-hpd-test-fails.conf"
 DISK = "/mnt/hpd-disk-test"
-WEBHOOK_PORT = 8470  # pillar/environments/dev.sls: the master's address, this port
+WEBHOOK_PORT = 8470  # pillar/environments/dev.sls (alerts:webhook): the master's address
 
 
 def show(lab, host, unit, *props):
@@ -112,6 +112,7 @@ def test_a_killed_daemon_comes_back_without_salt(lab, highstate):
 
 def test_a_stopped_service_is_started_again_by_the_reactor(lab, cache):
     address = lab.address(cache)
+    lab.salt(cache, "hpd_heal.reset", "memcached")  # a first incident
     with EventBus(lab) as bus:
         lab.exec(cache, "systemctl", "stop", "memcached")
         healed = bus.wait(lambda _: [r for r in bus.returns("hpd_heal.heal", cache)
