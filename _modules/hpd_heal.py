@@ -145,9 +145,8 @@ def _settle(show, settle, timeout, clock=time.monotonic, sleep=time.sleep):
 
 
 def _wanted(props):
-    """Whether a unit's properties say it should run: loaded (not masked, not
-    missing) and not disabled. Salt's service.enabled will not do: a masked unit
-    with a System V script (memcached, redis, rsync) counts as enabled there."""
+    """Whether a unit's properties (``systemctl show``) say it should run: loaded
+    (not masked, not missing) and not disabled."""
     return props.get("LoadState") == "loaded" and props.get("UnitFileState") != "disabled"
 
 

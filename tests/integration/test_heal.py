@@ -125,8 +125,7 @@ def test_a_stopped_service_is_started_again_by_the_reactor(lab, cache):
 
 
 def test_a_masked_service_is_left_down(lab, cache):
-    # How a restore keeps a service down (hpd_backup.pitr_restore). memcached has
-    # a System V script too, which Salt's service.enabled takes for enabled.
+    # How a restore keeps a service down (hpd_backup.pitr_restore).
     with EventBus(lab) as bus:
         lab.exec(cache, "sh", "-c", "systemctl mask --runtime memcached && "
                  "systemctl stop memcached")
