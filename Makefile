@@ -51,6 +51,7 @@ bench: setup
 	$(PY) benchmarks/lab.py
 	$(PY) benchmarks/vitals.py
 	$(PY) benchmarks/web.py
+	$(PY) benchmarks/mttr.py
 
 down:
 	$(LABCTL) down

@@ -360,12 +360,16 @@ def pitr_restore(target, service="postgresql@15-main", timeout=120):
         return _run(_as_postgres(["psql", "-XAtq", "-c", query]), shell=True).strip()
 
     _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "check"]), shell=True)
+    # Masked while it is down on purpose: the master's reactor starts a stopped
+    # service again (salt/heal), not a masked one.
+    _run(["systemctl", "mask", "--runtime", service])
     _run(["systemctl", "stop", service])
     try:
         _run(_as_postgres(["pgbackrest", f"--stanza={stanza}", "--delta", "--type=time",
                            f"--target={target}", "--target-action=promote", "restore"]),
              shell=True)
     finally:
+        _run(["systemctl", "unmask", "--runtime", service])
         _run(["systemctl", "start", service])
     deadline = time.monotonic() + timeout
     while psql("SELECT pg_is_in_recovery()") != "f":

@@ -5,6 +5,7 @@ base:
   'hpd:env:*':
     - match: pillar
     - common
+    - heal
   'hpd:roles:monitoring':
     - match: pillar
     - monitoring

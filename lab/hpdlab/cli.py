@@ -55,6 +55,18 @@ def cmd_add(args):
     cmd_status(args)
 
 
+def cmd_remove(args):
+    lab, _ = current_lab(args)
+    with lab.locked():
+        state = lab.load()
+        if state is None or args.host not in state["hosts"]:
+            raise LabError(f"no host {args.host} in lab {lab.name}")
+        outcome = lab.retire(state, args.host)
+    log(f"{args.host} removed (host stopped, out of the inventory, key deleted); "
+        f"the master's reactor: {outcome[args.host]}")
+    cmd_status(args)
+
+
 def cmd_build(args):
     """Build (or check) the base rootfs, the archive cache and the wheelhouse."""
     base.build()
@@ -120,13 +132,17 @@ def main(argv=None):
     sub.add_parser("up", help="build what is missing and boot the spec's hosts")
     sub.add_parser("down", help="remove every process, mount, cgroup and link of the lab")
     sub.add_parser("status", help="hosts, addresses, roles, systemd and minion state")
-    add = sub.add_parser("add", help="boot one more host and put it in the inventory")
+    add = sub.add_parser("add", help="boot one more host, put it in the inventory and accept "
+                         "its key (the master's reactor highstates it)")
     add.add_argument("host")
     add.add_argument("--roles", default="")
     add.add_argument("--env", default="dev")
     add.add_argument("--address", type=int, help="host number in the subnet (default: free)")
     add.add_argument("--memory", type=int, help="MiB")
     add.add_argument("--cpus", type=int)
+    remove = sub.add_parser("remove", help="stop a host, drop it from the inventory and "
+                            "delete its key")
+    remove.add_argument("host")
     ex = sub.add_parser("exec", help="run a command inside a host")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -138,7 +154,7 @@ def main(argv=None):
         if args.command in ("salt", "salt-run", "salt-key"):
             return cmd_salt(args, args.command)
         handler = {"build": cmd_build, "up": cmd_up, "down": cmd_down, "status": cmd_status,
-                   "add": cmd_add, "exec": cmd_exec}[args.command]
+                   "add": cmd_add, "remove": cmd_remove, "exec": cmd_exec}[args.command]
         return handler(args) or 0
     except LabError as exc:
         log(f"error: {exc}")

@@ -97,7 +97,7 @@ class Hosts:
         network.write_text(NETWORK_FILE.format(
             address=host["address"], prefix=ipaddress.ip_network(state["subnet"]).prefixlen))
         self.write_minion_config(state, name, root)
-        self.seed_minion_key(name, root)
+        self.seed_minion_key(name, root, accepted=not host.get("added"))
         return [
             # The machine name (unique across labs) names the host-side veth.
             "systemd-nspawn", "-D", root, "-M", f"{self.name}-{name}", "--register=no",
@@ -130,14 +130,30 @@ class Hosts:
         d.mkdir(parents=True, exist_ok=True)
         (d / "lab.conf").write_text("# Written by lab/labctl.\n" + yaml.safe_dump(conf))
 
-    def seed_minion_key(self, name, root):
-        """Make the host's key pair and accept it on the master before the host boots."""
+    def seed_minion_key(self, name, root, accepted=True):
+        """Make the host's key pair and hand its public key to the master before the
+        host boots: accepted (the lab's own hosts), or pending as if the minion had
+        sent it (a host added to a running lab: `accept_key` accepts it through
+        salt-key, as an operator would, and the master's reactor provisions it)."""
         pki = root / "etc/salt/pki/minion"
         write_key_pair(pki, "minion")
-        accepted = self.master_dir / "etc/salt/pki/master/minions" / name
-        accepted.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(pki / "minion.pub", accepted)
+        key = self.master_dir / "etc/salt/pki/master" / (
+            "minions" if accepted else "minions_pre") / name
+        key.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pki / "minion.pub", key)
         shutil.copy(self.master_dir / "etc/salt/pki/master/master.pub", pki / "minion_master.pub")
+
+    def accept_key(self, name):
+        """Accept the host's pending key with salt-key (the master's reactor then
+        provisions the host when its minion starts)."""
+        run([*self.salt_cmd("salt-key"), "-a", name, "-y"], capture_output=True)
+
+    def delete_key(self, name):
+        """Delete the host's key with salt-key (the master's reactor then takes it
+        out of the pools), if the master has one."""
+        pki = self.master_dir / "etc/salt/pki/master"
+        if any((pki / d / name).exists() for d in ("minions", "minions_pre", "minions_denied")):
+            run([*self.salt_cmd("salt-key"), "-d", name, "-y"], capture_output=True)
 
     def start_host(self, state, name, cmd):
         """Start the host's nspawn in its own cgroups (or scope), recorded in its entry."""

@@ -29,6 +29,10 @@ def boot_timeout(n):
     return 120 + 10 * n
 
 
+#: Seconds the master's reactor gets to provision an added host (its highstate).
+PROVISION_TIMEOUT = 1800
+
+
 def answer_timeout(n):
     """Seconds `n` started minions get to answer test.ping, all told."""
     return 30 + 3 * n
@@ -109,6 +113,10 @@ class Lab(Master, hosts.Hosts):
             raise LabError(f"lab {self.name} runs on {state['subnet']}; `down` it first")
         for name, entry in {**spec["hosts"], **(extra or {})}.items():
             state["hosts"].setdefault(name, entry)
+        for name in extra or {}:
+            # Added to a running lab: its key goes through salt-key and the master's
+            # reactor provisions it (`wait_ready` waits for that).
+            state["hosts"][name]["added"] = True
         taken = {}
         for name, host in state["hosts"].items():
             if host["address"] in taken:
@@ -131,8 +139,10 @@ class Lab(Master, hosts.Hosts):
             for name in state["hosts"]:
                 if name in todo:
                     started.append(name)
-                    self.start_host(state, name, self.prepare_host(
-                        state, name, base_dir, archives, wheelhouse))
+                    cmd = self.prepare_host(state, name, base_dir, archives, wheelhouse)
+                    if state["hosts"][name].get("added"):
+                        self.accept_key(name)
+                    self.start_host(state, name, cmd)
                 else:
                     self.write_hosts_file(state, self.host_dir(name) / "root")
             self.record_master_pid(state)
@@ -171,6 +181,8 @@ class Lab(Master, hosts.Hosts):
         t0 = time.monotonic()
         opts = self.salt_opts()
         waiting = dict.fromkeys(started, "minion not started")
+        # Hosts added to a running lab are provisioned by the master's reactor.
+        joining = {n: "not provisioned" for n in started if state["hosts"][n].get("added")}
         # Hosts already running (a kept lab) and minions found by a ping rather than
         # by their events may hold older extension modules: synced at the end.
         unsynced = set(names) - set(started)
@@ -198,23 +210,38 @@ class Lab(Master, hosts.Hosts):
                 if time.monotonic() - t0 > timeout:
                     self.check_boots(state, waiting)
                     raise timed_out(timeout, "every minion to start", waiting)
+            wait_answers(lambda ns: self.ping(ns, timeout=10), names, answer_timeout(len(names)))
+            waiting = dict.fromkeys(names, "unknown")
+
+            def booted():
+                for n in list(waiting):
+                    waiting[n] = self.system_state(state, n)
+                    if waiting[n] in ("running", "degraded"):
+                        del waiting[n]
+                return not waiting
+
+            wait_for(booted, timeout, "systemd in every host", waiting)
+            if unsynced:
+                self.salt_json("-L", ",".join(sorted(unsynced)), "saltutil.sync_all")
+            log(f"{len(names)} host(s) with systemd running and their minion answering "
+                f"after {time.monotonic() - t0:.1f}s")
+            for name, outcome in wait_scaled(bus, "joined", joining, PROVISION_TIMEOUT).items():
+                log(f"{name} provisioned by the master's reactor: {outcome}")
         finally:
             bus.destroy()
-        wait_answers(lambda ns: self.ping(ns, timeout=10), names, answer_timeout(len(names)))
-        waiting = dict.fromkeys(names, "unknown")
 
-        def booted():
-            for n in list(waiting):
-                waiting[n] = self.system_state(state, n)
-                if waiting[n] in ("running", "degraded"):
-                    del waiting[n]
-            return not waiting
+    def retire(self, state, name):
+        """Stop host `name`, drop it from the inventory, delete its key, and wait
+        for the master's reactor to have taken it out of the pools."""
+        import salt.utils.event  # slow to import: only where needed
 
-        wait_for(booted, timeout, "systemd in every host", waiting)
-        if unsynced:
-            self.salt_json("-L", ",".join(sorted(unsynced)), "saltutil.sync_all")
-        log(f"{len(names)} host(s) with systemd running and their minion answering "
-            f"after {time.monotonic() - t0:.1f}s")
+        opts = self.salt_opts()
+        bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        try:
+            self.remove(state, [name], whole_lab=False)
+            return wait_scaled(bus, "left", {name: "pools not updated"}, PROVISION_TIMEOUT)
+        finally:
+            bus.destroy()
 
     def check_boots(self, state, waiting):
         """Say why hosts in `waiting` did not start, from their logs; fail at once on
@@ -292,9 +319,48 @@ class Lab(Master, hosts.Hosts):
                 del state["hosts"][n]
             step("save the state", self.save, state)
             step("rewrite the inventory", self.write_inventory, state)
+            # After the inventory: the master's reactor re-highstates the pools.
+            for n in names:
+                step(f"delete the key of {n}", self.delete_key, n)
         if errors:
             raise LabError(f"{len(errors)} step(s) of removing lab {self.name} failed:\n  "
                            + "\n  ".join(errors))
+
+
+def wait_scaled(bus, what, waiting, timeout):
+    """Wait for the master's `hpd/scale/<what>/<host>` event of each host in
+    `waiting` (hpd_scale's reactions); {host: a summary}. A host whose
+    provisioning failed (or whose pools did not update) is an error."""
+    done, failed = {}, []
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if time.monotonic() > deadline:
+            raise timed_out(timeout, f"the master's reactor ({what})", waiting)
+        event = bus.get_event(wait=1, full=True)
+        parts = event["tag"].split("/") if event else []
+        if parts[:3] != ["hpd", "scale", what] or parts[3] not in waiting:
+            continue
+        name, data = parts[3], event["data"]
+        del waiting[name]
+        done[name] = scale_summary(data)
+        if not data.get("result"):
+            failed.append(f"{name}: {done[name]}")
+    if failed:
+        raise LabError(f"the master's reactor ({what}) failed: " + "; ".join(failed))
+    return done
+
+
+def scale_summary(data):
+    """One line of an hpd/scale event: states failed and changed per host."""
+    parts = []
+    for key in ("highstate", "lb"):
+        for host, outcome in sorted((data.get(key) or {}).items()):
+            if "error" in outcome:
+                parts.append(f"{host}: {outcome['error']}")
+            else:
+                failed = f", failed {outcome['failed']}" if outcome["failed"] else ""
+                parts.append(f"{host} highstated ({outcome['changed']} changed{failed})")
+    return "; ".join(parts) or "no host to highstate"
 
 
 def minion_event(event):

@@ -25,9 +25,6 @@ class Master:
             "root_dir": str(self.master_dir),
             "interface": self.bridge_address(state),
             "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-            # The tree's runners (the deploy's lock and health gate), loaded
-            # from the checkout itself: never a stale synced copy.
-            "runner_dirs": [str(REPO / "_runners")],
             "pillar_roots": {"base": [str(REPO / "pillar"), str(self.master_dir / "inventory")]},
             "file_ignore_regex": [ignore],
             "pillar_raise_on_missing": False,
@@ -39,8 +36,23 @@ class Master:
             "log_file": str(self.master_dir / "master.log"),
             "key_logfile": str(self.master_dir / "key.log"),
             "log_level_logfile": "info",
-            # Minions sync extension modules when they start, not on every highstate.
-            "reactor": [{"salt/minion/*/start": ["salt://reactor/sync_modules.sls"]}],
+            # The tree's master side (README, "Using the tree with your own
+            # master"): its runners, loaded from the checkout itself (never a
+            # stale synced copy), reactions, the alert sweep.
+            "runner_dirs": [str(REPO / "_runners")],
+            "reactor": [
+                # Minions sync extension modules when they start, not on every highstate.
+                {"salt/minion/*/start": ["salt://reactor/sync_modules.sls",
+                                         "salt://reactor/scale.sls"]},
+                {"salt/key": ["salt://reactor/scale.sls"]},
+                {"salt/beacon/*/service/*": ["salt://reactor/heal.sls"]},
+                *({f"salt/beacon/*/{beacon}/*": ["salt://reactor/alert_observe.sls"]}
+                  for beacon in ("load", "memusage", "swapusage", "diskusage", "hpd_port")),
+                {"hpd/alert/*": ["salt://reactor/alert_record.sls"]},
+            ],
+            "schedule": {"hpd-alert-sweep": {"function": "hpd_alert.sweep", "seconds": 10}},
+            # hpd_scale.left reads a deleted minion's environment from its cache.
+            "preserve_minion_cache": True,
         }
 
     @property

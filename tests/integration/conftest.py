@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,51 @@ def state_results(returned, hosts):
 def highstate(lab):
     """The first highstate of every host of the lab, as {host: [state results]}."""
     return state_results(lab.salt("*", "state.apply"), lab.hosts)
+
+
+class EventBus:
+    """The lab master's event bus, listened to from the start of the block: the
+    events (tag, data) seen so far, and waits for those a test expects."""
+
+    def __init__(self, lab):
+        import salt.utils.event  # slow to import: only where needed
+
+        opts = lab.lab.salt_opts()
+        self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        self.seen = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bus.destroy()
+
+    def _read(self):
+        event = self.bus.get_event(wait=1, full=True)
+        if event:
+            self.seen.append((event["tag"], event["data"]))
+
+    def wait(self, found, timeout, what):
+        """Read events until `found(self.seen)` is true; its value. Fails after
+        `timeout` s naming `what` and the tags seen."""
+        deadline = time.monotonic() + timeout
+        while not (result := found(self.seen)):
+            if time.monotonic() > deadline:
+                tags = sorted({t for t, _ in self.seen if not t.startswith("salt/job/")})
+                pytest.fail(f"no {what} within {timeout}s; saw {tags}")
+            self._read()
+        return result
+
+    def drain(self, seconds):
+        """Read every event of the next `seconds` s."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._read()
+
+    def tagged(self, prefix):
+        return [(t, d) for t, d in self.seen if t.startswith(prefix)]
+
+    def returns(self, fun, host):
+        """The returns of `fun` jobs from `host` seen so far."""
+        return [d["return"] for t, d in self.seen
+                if t.startswith("salt/job/") and t.endswith(f"/ret/{host}") and d.get("fun") == fun]

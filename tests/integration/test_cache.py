@@ -195,7 +195,9 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
 
     keys = on_dead_host([f"{i}-eject-{kind}" for i in range(60)])
     assert len(keys) >= 10, "too few keys on the host to stop"
-    lab.exec(dead, "systemctl", "stop", service)
+    # Disabled first: a service that merely stops is started again by the
+    # master's reactor (salt/heal) within seconds.
+    lab.exec(dead, "systemctl", "disable", "--now", service)
     try:
         # Each of its keys set, then read back, through twemproxy, each operation
         # retried until it succeeds: the first one fails until twemproxy has seen
@@ -208,7 +210,7 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
         failures = [failed for _, failed, _ in results]
         assert 1 <= failures[0] <= limit and not any(failures[1:]), results
     finally:
-        lab.exec(dead, "systemctl", "start", service)
+        lab.exec(dead, "systemctl", "enable", "--now", service)
     # Back after the retry timeout: new keys land on it again.
     for _ in range(30):
         if on_dead_host([f"{i}-rejoin-{kind}" for i in range(20)]):

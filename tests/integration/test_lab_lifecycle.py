@@ -101,7 +101,7 @@ def test_a_host_cannot_claim_another_environment_or_role(small_lab):
     assert pillar["liar"]["hpd"] == {"env": "dev", "roles": [], "peers": {"app": ["web1"]}}
     assert pillar["liar"]["highperf"] == pillar["web1"]["highperf"]  # dev's, not production's
     top = salt_json("liar", "state.show_top")["liar"]
-    assert top == {"base": ["common"]}
+    assert top == {"base": ["common", "heal"]}
 
 
 def hierarchy_of(group):

@@ -133,11 +133,12 @@ def test_the_media_module_is_read_only_and_admits_the_backup_host_only(lab, back
 def test_an_unreachable_app_host_fails_the_run_and_the_others_get_their_snapshot(lab, backup):
     first, second = sorted(n for n, h in lab.state["hosts"].items() if "app" in h["roles"])[:2]
     counts = {h: len(snapshots(lab, backup, h)) for h in (first, second)}
-    lab.exec(first, "systemctl", "stop", "rsync")
+    # Disabled, not just stopped: the master's reactor starts a stopped service.
+    lab.exec(first, "systemctl", "disable", "--now", "rsync")
     try:
         run = lab.exec(backup, "systemctl", "start", "hpd-backup-media.service", check=False)
     finally:
-        lab.exec(first, "systemctl", "start", "rsync")
+        lab.exec(first, "systemctl", "enable", "--now", "rsync")
     assert run.returncode != 0
     run_id = lab.exec(backup, "systemctl", "show", "-p", "InvocationID", "--value",
                       "hpd-backup-media.service").stdout.strip()

@@ -63,6 +63,8 @@ def test_vitals_aggregate_by_meaning_whatever_the_leaf_name(prefix, leaf, expect
         ("app.latency.min", "min"),
         ("app.latency.mean", "average"),
         ("serversfoo.web1.cpu.count", "sum"),  # not under the vitals prefix
+        ("alerts.app1.disk-root.warning", "max"),  # the master's counters, which only grow
+        ("alerts.cache1.port-memcached.count", "max"),
     ],
 )
 def test_other_metrics_keep_carbons_conventions(metric, expected):

@@ -140,11 +140,12 @@ MONITORING_KEY = "a-real-graphite-web-key-0123456789abcdef"
 
 def test_settings_mask_every_secret(minion_opts):
     minion_opts["pillar"] = {"hpd": {"env": "production"},
-                             "monitoring": {"web": {"secret_key": MONITORING_KEY}}}
+                             "monitoring": {"web": {"secret_key": MONITORING_KEY},
+                                            "alerts": {"webhook_token": "a-webhook-token-42"}}}
     module = Loaders(minion_opts).modules.hpd
     schema = module.schema("monitoring")
     shown = module.settings("monitoring")
-    assert MONITORING_KEY not in repr(shown)
+    assert MONITORING_KEY not in repr(shown) and "a-webhook-token-42" not in repr(shown)
     for path in hpd_module().secret_paths(schema):
         assert hpd_module()._lookup(shown, path) == "**********", path
     assert shown["web"]["port"] == 8080  # the rest is plain

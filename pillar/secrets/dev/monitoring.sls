@@ -4,3 +4,5 @@
 monitoring:
   web:
     secret_key: dev-only-graphite-web-key-not-a-secret-0123456789
+  alerts:
+    webhook_token: dev-only-alerts-webhook-token

@@ -1,0 +1,133 @@
+"""
+Hosts that come and go (reactor/scale.sls maps the events):
+
+- ``salt/key`` with ``act: accepted``: :func:`accepted` marks the minion new;
+- ``salt/minion/<id>/start``: :func:`joined` provisions a new minion at its
+  first start: its extension modules, its highstate (its roles from the
+  inventory), its mine, then a highstate of the lb hosts of its environment
+  (pillar ``hpd:roles:lb`` and ``hpd:env``), so their pools take it in;
+- ``salt/key`` with ``act: delete``: :func:`left` drops what the master cached
+  of it (grains, pillar, mine) and highstates the lb hosts of its environment,
+  whose pools then leave it out (remove it from the inventory before deleting
+  its key: the pools follow the inventory).
+
+Each fires ``hpd/scale/joined/<id>`` or ``hpd/scale/left/<id>`` with the
+outcome. The master keeps a deleted minion's cache until :func:`left` has read
+its environment from it (master option ``preserve_minion_cache: True``).
+Minions whose keys were accepted before the master ran these reactions (a farm
+brought up at once, highstated by its operator) are left to the operator.
+"""
+
+import contextlib
+import logging
+import os
+
+import salt.cache
+import salt.client
+
+log = logging.getLogger(__name__)
+
+#: Seconds a highstate may take (a new host installs its packages).
+HIGHSTATE_TIMEOUT = 1800
+
+
+def _pending(minion):
+    directory = os.path.join(__opts__["cachedir"], "hpd", "scale")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(directory, f"{minion}.pending")
+
+
+def _outcome(returned):
+    """{minion: {"failed": [state ids], "changed": n}} of a state run's returns
+    (a minion that returned no states: {"error": what it returned})."""
+    found = {}
+    for minion, states in returned.items():
+        if not isinstance(states, dict):
+            found[minion] = {"error": str(states)}
+            continue
+        found[minion] = {
+            "failed": sorted(s.get("__id__", key) for key, s in states.items()
+                             if s.get("result") is not True),
+            "changed": sum(1 for s in states.values() if s.get("changes")),
+        }
+    return found
+
+
+def _ok(outcome):
+    return all(not o.get("error") and not o["failed"] for o in outcome.values())
+
+
+def _highstate_lb(client, env):
+    """Highstate the lb hosts of ``env`` (every lb host when it is unknown)."""
+    target = "I@hpd:roles:lb" + (f" and I@hpd:env:{env}" if env else "")
+    return _outcome(client.cmd(target, "state.apply", tgt_type="compound",
+                               timeout=HIGHSTATE_TIMEOUT))
+
+
+def accepted(minion):
+    """
+    ``minion``'s key was accepted: it is provisioned when it starts (:func:`joined`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_scale.accepted app3
+    """
+    with open(_pending(minion), "w"):
+        pass
+    return True
+
+
+def joined(minion):
+    """
+    ``minion`` started: if its key was accepted since it last started, sync its
+    extension modules, highstate it, update its mine and highstate the lb hosts
+    of its environment; fire ``hpd/scale/joined/<minion>`` with the outcome.
+    Returns the outcome (None: not a new minion).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_scale.joined app3
+    """
+    try:
+        os.remove(_pending(minion))
+    except FileNotFoundError:
+        return None
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        client.cmd(minion, "saltutil.sync_all", timeout=300)
+        own = _outcome(client.cmd(minion, "state.apply", timeout=HIGHSTATE_TIMEOUT))
+        client.cmd(minion, "mine.update", timeout=60)
+        env = (salt.cache.factory(__opts__).fetch("pillar", minion) or {}).get("hpd", {}).get("env")
+        lb = _highstate_lb(client, env)
+    result = {"minion": minion, "env": env, "highstate": own, "lb": lb,
+              "result": bool(own) and _ok(own) and _ok(lb)}
+    __salt__["event.send"](f"hpd/scale/joined/{minion}", result)
+    return result
+
+
+def left(minion):
+    """
+    ``minion``'s key was deleted: drop its grains, pillar and mine from the
+    master's cache and highstate the lb hosts of its environment; fire
+    ``hpd/scale/left/<minion>`` with the outcome.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_scale.left app3
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_pending(minion))
+    cache = salt.cache.factory(__opts__)
+    env = (cache.fetch("pillar", minion) or {}).get("hpd", {}).get("env")
+    for bank in ("grains", "pillar", "mine"):
+        cache.flush(bank, minion)
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        lb = _highstate_lb(client, env)
+    result = {"minion": minion, "env": env, "lb": lb, "result": _ok(lb)}
+    __salt__["event.send"](f"hpd/scale/left/{minion}", result)
+    return result

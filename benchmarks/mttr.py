@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""
+Time to repair a crashed or stopped service, on a lab of its own (`hpdbench` on
+10.83.0.0/24 unless `--name`/`--subnet` say otherwise): memcached on a cache host
+(highstated first), from the moment the command is sent until memcached answers
+`version` again, seen from this machine over the lab network:
+
+- systemd path: `kill -9` of memcached; systemd restarts it (salt/heal's
+  Restart=on-failure drop-in), no Salt involved;
+- reactor path: `systemctl stop memcached`; the service beacon reports it, the
+  master's reactor has the host start it again (hpd_heal.heal).
+
+Several runs of each (`--runs`), median and max. After each run the unit's
+start limit (systemd) and the host's restart count (hpd_heal.reset) are reset,
+so each run is a first incident and the host is left as it was. The time
+includes sending the command into the host (nsenter), so it errs long.
+
+    /opt/hpd-salt/venv/bin/python benchmarks/mttr.py [--runs N] [--keep] [--json]
+        [--name LAB --subnet CIDR]
+
+Aims (the self-healing issue): systemd path <= 2 s, reactor path <= 3 s.
+"""
+
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+
+import labctl  # noqa: E402
+
+NAME, SUBNET = "hpdbench", "10.83.0.0/24"
+HOST = "cache1"
+SPEC = {"hosts": {HOST: {"address": 50, "roles": ["cache"], "env": "dev", "memory": 512,
+                         "cpus": 1}}}
+PATHS = {"systemd": ["systemctl", "kill", "-s", "KILL", "memcached"],
+         "reactor": ["systemctl", "stop", "memcached"]}
+
+
+def answers(address):
+    """Whether memcached at `address` answers `version`."""
+    try:
+        with socket.create_connection((address, 11211), timeout=0.5) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+def repaired_after(lab, state, command, address, timeout=60):
+    """Seconds from sending `command` into the host until memcached answers again."""
+    t0 = time.monotonic()
+    lab.exec_in(state, HOST, command, capture_output=True)
+    while not answers(address):
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"memcached did not come back within {timeout} s of {command}")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def measure(name, subnet, runs, keep):
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump({"name": name, **SPEC}, f)
+        f.flush()
+        spec = labctl.load_spec(f.name, name, subnet)
+    lab = labctl.Lab(name)
+    labctl.build()
+    with labctl.booted(lab, spec, keep) as state:
+        ret = lab.salt_json(HOST, "state.apply", timeout=900)[HOST]
+        failed = [r["__id__"] for r in ret.values() if r["result"] is not True]
+        if failed:
+            raise SystemExit(f"{HOST}'s highstate failed: {failed}")
+        address = state["hosts"][HOST]["address"]
+        times = {path: [] for path in PATHS}
+        for _ in range(runs):
+            for path, command in PATHS.items():
+                times[path].append(repaired_after(lab, state, command, address))
+                time.sleep(5)  # the heal's own check (heal:settle) is over
+                lab.exec_in(state, HOST, ["systemctl", "reset-failed", "memcached"])
+                lab.salt_json(HOST, "hpd_heal.reset", "memcached")
+    return {path: {"runs": [round(t, 3) for t in ts], "median_s": round(statistics.median(ts), 3),
+                   "max_s": round(max(ts), 3)} for path, ts in times.items()}
+
+
+def report(r):
+    aims = {"systemd": 2, "reactor": 3}
+    print(f"memcached on {HOST}: from the command to `version` answered again")
+    for path, t in r.items():
+        print(f"  {path:8} median {t['median_s']:6.3f} s  max {t['max_s']:6.3f} s  "
+              f"(aim <= {aims[path]} s)  runs {t['runs']}")
+
+
+def main(argv=None):
+    p = bench.parser(__doc__)
+    p.add_argument("--runs", type=int, default=5, help="runs of each path (default 5)")
+    p.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
+    p.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
+    return bench.main(p, lambda a: measure(a.name, a.subnet, a.runs, a.keep), report, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

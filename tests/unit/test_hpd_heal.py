@@ -1,0 +1,242 @@
+"""The hosts' side of self-healing (_modules/hpd_heal.py) and the port beacon
+(_beacons/hpd_port.py): the units and beacons of a host's roles, waiting for
+systemd to settle, the restart limit kept across calls."""
+
+import importlib.util
+import socket
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from test_hpd import REPO, hpd_module, load
+
+HPD = hpd_module()
+HEAL = HPD.defaults(load(REPO / "pillar/heal/schema.yaml"))
+ALERTS = HPD.defaults(load(REPO / "pillar/alerts/schema.yaml"))
+
+
+def module(path, name):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+@pytest.fixture
+def hh():
+    return module("_modules/hpd_heal.py", "hpd_heal_under_test")
+
+
+@pytest.fixture
+def port_beacon():
+    return module("_beacons/hpd_port.py", "hpd_port_under_test")
+
+
+# ---------------------------------------------------------------- units and beacons
+
+
+def test_a_host_watches_the_units_of_its_roles_and_restarts_only_services(hh):
+    units = hh._units(HEAL["services"], ["db", "backup"])
+    assert units == ["hpd-backup-dump.timer", "hpd-backup-media.timer",
+                     "hpd-pgbackrest-backup.timer", "mariadb", "postgresql@15-main"]
+    assert hh._service_units(units) == ["mariadb.service", "postgresql@15-main.service"]
+    assert hh._units(HEAL["services"], []) == []
+
+
+def test_beacons_follow_the_roles_and_the_thresholds(hh):
+    units = hh._units(HEAL["services"], ["cache"])
+    config = hh._beacons(HEAL, ALERTS, ["cache"], units, cpus=4, address="10.0.0.5")
+    assert set(config) == set(hh.BEACONS)
+    services = config["service"][0]["services"]
+    assert services == {u: {"onchangeonly": True, "emitatstartup": False, "delay": 0}
+                        for u in ("memcached", "redis-server")}
+    # Every beacon pauses during a state run: a highstate that restarts a service
+    # reports nothing (the loop of salt#62711 needs an event to start).
+    assert all({"disable_during_state_run": True} in c for c in config.values())
+    assert config["load"][0] == {"averages": {"5m": [0.0, 8.0]}}  # 2.0 per CPU x 4
+    assert config["diskusage"][:2] == [{"/": "90%"}, {"/(srv|var|mnt)(/.*)?": "90%"}]
+    assert config["hpd_port"][0] == {"ports": {
+        "memcached": {"address": "10.0.0.5", "port": 11211},
+        "redis": {"address": "10.0.0.5", "port": 6379}}}
+    app = hh._beacons(HEAL, ALERTS, ["app"], [], cpus=1, address="10.0.0.6")
+    assert app["service"] is None  # no unit: no service beacon
+    assert app["hpd_port"][0]["ports"]["twemproxy-memcached"] == {"address": "127.0.0.1",
+                                                                  "port": 22121}
+
+
+def test_a_check_turned_off_removes_its_beacon(hh):
+    alerts = {**ALERTS, "memory": {**ALERTS["memory"], "enabled": False},
+              "ports": {**ALERTS["ports"], "enabled": False}}
+    config = hh._beacons(HEAL, alerts, ["cache"], ["memcached"], cpus=1, address="10.0.0.5")
+    assert config["memusage"] is None and config["hpd_port"] is None
+    assert config["swapusage"] is not None
+
+
+def test_a_mount_pattern_that_is_no_regular_expression_is_refused_by_key(hh):
+    alerts = {**ALERTS, "disk": {**ALERTS["disk"], "mounts": {"/srv(": 80}}}
+    with pytest.raises(SaltInvocationError, match=r"pillar alerts:disk:mounts:/srv\(: not a"):
+        hh._beacons(HEAL, alerts, [], [], cpus=1, address="10.0.0.5")
+
+
+# ---------------------------------------------------------------- waiting for systemd
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def scripted(clock, states):
+    """show() that returns the given (ActiveState, activation) one per call."""
+    it = iter(states)
+
+    def show():
+        state, run = next(it)
+        return {"ActiveState": state, "ActiveEnterTimestampMonotonic": str(run), "NRestarts": "0"}
+    return show
+
+
+def test_settle_waits_while_systemd_restarts_a_crash(hh):
+    clock = Clock()
+    show = scripted(clock, [("activating", 1)] * 5 + [("active", 2)] * 20)
+    assert hh._settle(show, 2, 60, clock, clock.sleep) == "active"
+    assert clock.now >= 3.0  # 5 looks at the restart, then 2 s active
+
+
+def test_a_unit_that_crashes_again_within_settle_is_not_running(hh):
+    clock = Clock()
+    loop = [("active", 1), ("activating", 1), ("active", 2), ("activating", 2),
+            ("active", 3), ("failed", 3)]
+    assert hh._settle(scripted(clock, loop), 2, 60, clock, clock.sleep) == "failed"
+
+
+def test_settle_gives_up_at_its_timeout(hh):
+    clock = Clock()
+    show = scripted(clock, [("activating", 1)] * 100)
+    assert hh._settle(show, 2, 5, clock, clock.sleep) == "activating"
+    assert clock.now <= 5.2
+
+
+def test_the_window_keeps_recent_starts_only(hh):
+    kept, allowed = hh._admit([100.0, 500.0, 650.0], now=700.0, max_restarts=3, window=600)
+    assert kept == [500.0, 650.0] and allowed
+    assert hh._admit([500.0, 650.0, 690.0], 700.0, 3, 600) == ([500.0, 650.0, 690.0], False)
+
+
+# ---------------------------------------------------------------- heal, on a fake unit
+
+
+class FakeUnit:
+    """One systemd unit: each start succeeds (`works`) or fails at once."""
+
+    def __init__(self, state, works, enabled=True):
+        self.state, self.works, self.is_enabled = state, works, enabled
+        self.starts = 0
+
+    def show(self, name):
+        return {"ActiveState": self.state, "ActiveEnterTimestampMonotonic": str(self.starts),
+                "NRestarts": "0", "LoadState": "loaded",
+                "UnitFileState": "enabled" if self.is_enabled else "disabled"}
+
+    def start(self, name):
+        self.starts += 1
+        assert self.starts <= 10, "started without a limit"
+        self.state = "active" if self.works else "failed"
+        if not self.works:
+            raise CommandExecutionError("Job for memcached.service failed")
+        return True
+
+
+@pytest.fixture
+def host(hh, tmp_path):
+    def make(unit, heal=None):
+        settings = {"heal": {**HEAL, "settle": 0, "timeout": 5, **(heal or {})}}
+        hh.__salt__ = {"hpd.settings": settings.get, "service.show": unit.show,
+                       "service.start": unit.start, "cmd.run_all": lambda cmd, **kw: {"retcode": 0}}
+        hh.__pillar__ = {"hpd": {"roles": ["cache"]}}
+        hh.__opts__ = {"cachedir": str(tmp_path)}
+        return unit
+    return make
+
+
+def test_a_unit_that_fails_every_start_gets_max_restarts_starts_whoever_asks(hh, host):
+    unit = host(FakeUnit("failed", works=False))
+    first = hh.heal("memcached")
+    assert (first["state"], len(first["starts"]), first["limited"]) == ("failed", 3, True)
+    for _ in range(3):  # later reports (a highstate, the beacon again): no more starts
+        again = hh.heal("memcached")
+        assert (again["starts"], again["limited"]) == ([], True)
+    assert unit.starts == 3
+    assert hh.reset("memcached") == 3
+    assert len(hh.heal("memcached")["starts"]) == 3  # the operator gave it its starts back
+
+
+def test_a_stopped_unit_is_started_once(hh, host):
+    unit = host(FakeUnit("inactive", works=True))
+    ret = hh.heal("memcached")
+    assert (ret["before"], ret["state"], unit.starts, ret["limited"]) == (
+        "inactive", "active", 1, False)
+
+
+def test_a_unit_systemd_brings_back_is_not_started(hh, host):
+    unit = host(FakeUnit("active", works=True))
+    ret = hh.heal("memcached")
+    assert (ret["state"], ret["starts"], unit.starts) == ("active", [], 0)
+
+
+def test_a_disabled_unit_is_left_down(hh, host):
+    unit = host(FakeUnit("inactive", works=True, enabled=False))
+    ret = hh.heal("memcached")
+    assert (ret["state"], ret["enabled"], unit.starts) == ("inactive", False, 0)
+
+
+@pytest.mark.parametrize("props, wanted", [
+    ({"LoadState": "loaded", "UnitFileState": "enabled"}, True),
+    ({"LoadState": "loaded", "UnitFileState": "enabled-runtime"}, True),  # postgresql@15-main
+    ({"LoadState": "loaded", "UnitFileState": "static"}, True),
+    ({"LoadState": "loaded", "UnitFileState": "disabled"}, False),
+    ({"LoadState": "masked", "UnitFileState": "masked-runtime"}, False),
+    ({"LoadState": "not-found", "UnitFileState": ""}, False),  # mariadb on a PostgreSQL host
+])
+def test_only_a_unit_that_should_run_is_started(hh, props, wanted):
+    assert hh._wanted(props) is wanted
+
+
+def test_a_unit_outside_the_hosts_roles_is_refused(hh, host):
+    host(FakeUnit("inactive", works=True))
+    with pytest.raises(SaltInvocationError, match="nginx is not a unit of this host's roles"):
+        hh.heal("nginx")
+
+
+def test_a_second_call_while_one_heals_does_nothing(hh, host):
+    unit = host(FakeUnit("inactive", works=True))
+    with hh._record("memcached", wait=True):
+        ret = hh.heal("memcached")
+    assert ret["busy"] and unit.starts == 0
+
+
+# ---------------------------------------------------------------- the port beacon
+
+
+def test_the_port_beacon_reports_a_port_that_refuses_and_not_one_that_answers(port_beacon):
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        config = [{"ports": {
+            "up": {"address": "127.0.0.1", "port": listening.getsockname()[1]},
+            "down": {"address": "127.0.0.1", "port": closed.getsockname()[1]}}},
+            {"timeout": 1}]
+        assert port_beacon.validate(config)[0]
+        events = port_beacon.beacon(config)
+    assert [(e["tag"], e["error"]) for e in events] == [("down", "Connection refused")]
+
+
+def test_the_port_beacon_refuses_a_port_without_address(port_beacon):
+    valid, why = port_beacon.validate([{"ports": {"x": {"port": 1}}}])
+    assert not valid and "port x needs an address" in why
