@@ -1,7 +1,7 @@
 {#- orch.deploy: the site's revision deploy:rev to the app and worker hosts of
     its environment, rolling, with a health gate and automatic rollback.
 
-      salt-run state.orchestrate orch.deploy pillar='{"deploy": {"rev": "<git ref>"}}'
+      salt-run state.orchestrate orch.deploy pillar='{"deploy": {"rev": "<git ref>"} }'
 
     pillar deploy: rev (required), env (default: the one environment with app
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
@@ -16,7 +16,7 @@
                          'batch': batch}) | load_json %}
 {%- set release = plan.release %}
 {%- set hosts = plan.app + plan.worker %}
-{%- set build = {'deploy': {'sha': plan.sha, 'release': release}} %}
+{%- set build = {'deploy': dict(sha=plan.sha, release=release)} %}
 {%- set first = plan.app[0] %}
 {%- set protect = plan.previous.values() | reject('none') | unique | list %}
 {%- set failhard = [] %}

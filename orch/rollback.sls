@@ -4,7 +4,7 @@
     batch at a time drained, switched, chain-reloaded, health-gated, back in
     the pool; then the workers.
 
-      salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"}}']
+      salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"} }']
 
     pillar deploy: release, env, batch, health_timeout (as orch.deploy). #}
 {%- from "orch/release.jinja" import get_plan, notify, move with context %}
@@ -40,7 +40,7 @@ rollback-workers-{{ loop.index }}:
     - tgt: {{ group | json }}
     - tgt_type: list
     - sls: [site.switch, worker.restart]
-    - pillar: {{ {'deploy': {'release': release}} | json }}
+    - pillar: {{ {'deploy': dict(release=release)} | json }}
 {%- endfor %}
 
 rollback-release-logged:
