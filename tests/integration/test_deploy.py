@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from conftest import REPO, settled
+from hpdlab.deploy import deploy, orchestrate
 
 pytestmark = pytest.mark.lab
 
@@ -25,17 +26,6 @@ def migration(name, sql="SELECT 1"):
     return (f'from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n'
             f'    dependencies = [("hpdexample", "{name}")]\n'
             f'    operations = [migrations.RunSQL("{sql}", migrations.RunSQL.noop)]\n')
-
-
-def orchestrate(lab, sls, pillar, *extra, timeout=1500):
-    """salt-run state.orchestrate: (exit code, the states' results by id, stderr)."""
-    out = subprocess.run([*lab.lab.salt_cmd("salt-run"), "--out=json", "state.orchestrate", sls,
-                          f"pillar={json.dumps(pillar)}", *extra],
-                         capture_output=True, text=True, timeout=timeout)
-    data = json.loads(out.stdout) if out.stdout.strip() else {}
-    ret = (data.get("data") or {}).get(f"{lab.lab.name}-master", data.get("data")) or {}
-    states = {r["__id__"]: r for r in ret.values()} if isinstance(ret, dict) else {}
-    return out.returncode, states, out.stderr + out.stdout
 
 
 def serving(lab, hosts):
@@ -66,7 +56,7 @@ def farm(lab, highstate):
     assert len(set(before.values())) == 1, before
     hosts["before"] = next(iter(before.values()))
     yield hosts
-    orchestrate(lab, "orch.rollback", {"deploy": {"release": hosts["before"]}})
+    orchestrate(lab.lab, "orch.rollback", {"deploy": {"release": hosts["before"]}})
     psql(lab, hosts["db"], "DELETE FROM django_migrations WHERE name LIKE '%_deploy_test_%'")
     assert serving(lab, hosts["app"] + hosts["worker"]) == before
 
@@ -89,10 +79,6 @@ def revisions(lab):
                                   ("bad_health", {**a, VIEWS: sick}))}
 
 
-def deploy(lab, rev, **more):
-    return orchestrate(lab, "orch.deploy", {"deploy": {"rev": rev, **more}})
-
-
 def lock_status(lab):
     out = subprocess.run([*lab.lab.salt_cmd("salt-run"), "--out=json", "hpd_deploy.status"],
                          capture_output=True, text=True, timeout=120)
@@ -112,7 +98,7 @@ def assert_serving(lab, farm, release):
 
 def test_a_revision_that_does_not_exist_is_refused_before_any_host_changes(lab, farm):
     before = {h: releases(lab, h) for h in farm["app"] + farm["worker"]}
-    rc, states, output = deploy(lab, "no-such-revision")
+    rc, states, output = deploy(lab.lab, "no-such-revision")
     assert rc != 0
     assert "revision 'no-such-revision' not resolved on" in output
     assert not states
@@ -121,13 +107,13 @@ def test_a_revision_that_does_not_exist_is_refused_before_any_host_changes(lab, 
 
 
 def test_deploy_a_then_b_then_roll_back_to_a(lab, farm, revisions):
-    rc, states, output = deploy(lab, revisions["a"])
+    rc, states, output = deploy(lab.lab, revisions["a"])
     assert rc == 0, output
     release_a = serving(lab, farm["app"][:1])[farm["app"][0]]
     assert release_a.endswith("-" + revisions["a"][:12])
     assert_serving(lab, farm, release_a)
 
-    rc, states, output = deploy(lab, revisions["b"])
+    rc, states, output = deploy(lab.lab, revisions["b"])
     assert rc == 0, output
     release_b = serving(lab, farm["app"][:1])[farm["app"][0]]
     assert release_b.endswith("-" + revisions["b"][:12])
@@ -152,14 +138,14 @@ def test_deploy_a_then_b_then_roll_back_to_a(lab, farm, revisions):
     assert lock_status(lab) is None
     assert "step: migrate" in output and "finish" in output  # the progress lines
 
-    rc, states, output = orchestrate(lab, "orch.rollback", {})
+    rc, states, output = orchestrate(lab.lab, "orch.rollback", {})
     assert rc == 0, output
     assert_serving(lab, farm, release_a)
 
 
 def test_a_failing_migration_switches_nothing_and_frees_the_lock(lab, farm, revisions):
     was = serving(lab, farm["app"] + farm["worker"])
-    rc, states, output = deploy(lab, revisions["bad_migration"])
+    rc, states, output = deploy(lab.lab, revisions["bad_migration"])
     assert rc != 0
     assert states["deploy-migrate"]["result"] is False
     assert not [i for i in states if i.startswith("deploy-batch-")]
@@ -172,7 +158,7 @@ def test_a_failing_migration_switches_nothing_and_frees_the_lock(lab, farm, revi
 def test_a_failing_health_check_rolls_the_switched_hosts_back(lab, farm, revisions):
     was = serving(lab, farm["app"] + farm["worker"])
     first = farm["app"][0]
-    rc, states, output = deploy(lab, revisions["bad_health"], health_timeout=20)
+    rc, states, output = deploy(lab.lab, revisions["bad_health"], health_timeout=20)
     assert rc != 0
     assert states["deploy-batch-1-health"]["result"] is False
     why = states["deploy-batch-1-health"]["changes"]["return"]["failed"]
@@ -197,7 +183,7 @@ def test_a_second_deploy_is_refused_while_one_runs(lab, farm, revisions):
         while not ((status := lock_status(lab)) and status["alive"]):
             assert first.poll() is None and time.monotonic() < deadline, "no lock taken"
             time.sleep(1)
-        rc, states, output = deploy(lab, revisions["a"])
+        rc, states, output = deploy(lab.lab, revisions["a"])
         assert rc != 0
         assert "deploy of example to dev refused: " in output
     finally:
