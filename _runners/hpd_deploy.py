@@ -26,7 +26,7 @@ release every host builds, the health gate, the audit events.
     the events ``hpd/deploy/<site>/<phase>`` on the master's bus.
 ``hpd_deploy.plan``
     what ``orch.deploy`` and ``orch.rollback`` do, computed once when they
-    render: the hosts (from their own answers), the batches, the lock taken,
+    render: the hosts (synced, then from their own answers), the batches, the lock taken,
     the revision resolved, the release each host serves now.
 
 The computations are plain functions (the ``_``-prefixed helpers and
@@ -396,7 +396,9 @@ def notify(site, env, phase, step=None, result=None, comment=None):
     # The orchestration runs this runner in salt-run's own process: the
     # operator sees each step as it starts, not only the output at the end.
     print(_progress(data, phase), file=sys.stderr, flush=True)
-    return {"tag": tag, "data": data}
+    # Not "data": Salt's runner client judges a return with a "data" key as
+    # state results, and the orchestration's step would fail.
+    return {"tag": tag, "event": data}
 
 
 # ---------------------------------------------------------------------------
@@ -533,6 +535,8 @@ def _hosts(facts, env):
     out); ``env`` may be None when the app hosts are all in one."""
     known = {h: f for h, f in facts.items() if isinstance(f, dict) and f.get("env")}
     envs = sorted({f["env"] for f in known.values() if "app" in f["roles"]})
+    if not envs:
+        raise SaltInvocationError(f"no app host answered hpd_release.facts: {facts}")
     if env is None:
         if len(envs) != 1:
             raise SaltInvocationError(f"deploy:env must name the environment (app hosts are in "
@@ -604,6 +608,8 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     """
     try:
         _count(batch, "deploy:batch")
+        # The hosts run this tree's modules and states from here on.
+        __salt__["salt.execute"]("*", "saltutil.sync_all", timeout=timeout)
         facts = __salt__["salt.execute"]("*", "hpd_release.facts", timeout=timeout)
         hosts = _hosts(facts, env)
     except SaltInvocationError as exc:

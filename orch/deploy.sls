@@ -7,7 +7,7 @@
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
     host, default 5), health_timeout (seconds, default 120). orch/README.md
     describes the steps. #}
-{%- from "orch/release.jinja" import get_plan, notify, move with context %}
+{%- from "orch/release.jinja" import get_plan, notify, move, would with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set batch = deploy.get('batch', 1) %}
 {%- set keep = deploy.get('keep', 5) %}
@@ -19,7 +19,7 @@
 {%- set build = {'deploy': dict(sha=plan.sha, release=release)} %}
 {%- set first = plan.app[0] %}
 {%- set protect = plan.previous.values() | reject('none') | unique | list %}
-{%- set failhard = [] %}
+{%- set dry = opts.get('test', False) %}
 
 {{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.sha ~ ') to '
           ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
@@ -31,9 +31,15 @@ deploy-checkout:
   salt.state:
     - tgt: {{ hosts | json }}
     - tgt_type: list
-    - sls: [site.checkout, site.venv]
+    - sls: {{ ['site.checkout'] if dry else ['site.checkout', 'site.venv'] }}
     - pillar: {{ build | json }}
     - failhard: True
+{%- if dry %}
+{{ would('deploy-venv', 'build or reuse the virtualenv of ' ~ release ~ ' on ' ~ (hosts | join(', '))) }}
+{{ would('deploy-migrate', 'migrate the database once, on ' ~ first) }}
+{{ would('deploy-static', 'collect the static files of ' ~ release ~ ' on '
+         ~ (plan.app | join(', ')) ~ ' and push them to the CDN origin from ' ~ first) }}
+{%- else %}
 
 {#- Step 3: the migrations, once, on the first app host, before any switch. #}
 {{ notify('deploy-migrate-notify', plan, 'step', step='migrate', comment='on ' ~ first) }}
@@ -63,6 +69,7 @@ deploy-static-pushed:
     - tgt: {{ first }}
     - arg: [{{ release }}]
     - failhard: True
+{%- endif %}
 
 {#- Step 5: the app hosts, batch after batch. A batch that fails puts every
     host switched so far back on its previous release, one at a time, and the
@@ -74,13 +81,10 @@ deploy-static-pushed:
 
 {{ notify('deploy-batch-' ~ n ~ '-notify', plan, 'step', step='batch ' ~ n,
           comment=hosts_of_batch | join(', ')) }}
-{%-   if opts.get('test') %}
-
-deploy-batch-{{ n }}:
-  test.show_notification:
-    - text: {{ ('would drain ' ~ (hosts_of_batch | join(', ')) ~ ' on ' ~ (plan.lb | join(', '))
-               ~ ', switch them to ' ~ release ~ ', chain-reload uWSGI, wait for /health/ to '
-               ~ 'report it, then put them back in the pool') | json }}
+{%-   if dry %}
+{{ would('deploy-batch-' ~ n, 'drain ' ~ (hosts_of_batch | join(', ')) ~ ' on '
+         ~ (plan.lb | join(', ')) ~ ', switch them to ' ~ release ~ ', chain-reload uWSGI, '
+         ~ 'wait for /health/ to report it, put them back in the pool') }}
 {%-   else %}
 {{ move('deploy-batch-' ~ n, plan, hosts_of_batch, release, timeout) }}
 {%-     set batch_ids = ['deploy-batch-' ~ n ~ '-switch', 'deploy-batch-' ~ n ~ '-health'] %}
@@ -112,7 +116,10 @@ deploy-batch-{{ n }}-failed:
 {%- endfor %}
 
 {#- Step 6: the workers switched and restarted gracefully, after every app host. #}
-{%- if plan.worker %}
+{%- if plan.worker and dry %}
+{{ would('deploy-workers', 'switch ' ~ (plan.worker | join(', ')) ~ ' to ' ~ release
+         ~ ' and restart their workers gracefully') }}
+{%- elif plan.worker %}
 
 {{ notify('deploy-workers-notify', plan, 'step', step='workers',
           comment=plan.worker | join(', ')) }}

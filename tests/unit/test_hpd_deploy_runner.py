@@ -245,15 +245,16 @@ def test_notify_fires_the_deploy_event_with_the_locks_record(tmp_path, monkeypat
     hd.lock("example", "dev", rev="main", sha=SHA, release="20261130T075527Z-4f6a0c2e9b1d")
     monkeypatch.setattr(hd.time, "time", lambda: WHEN + 42.5)
     got = hd.notify("example", "dev", "step", step="migrate")
-    assert sent == [(got["tag"], got["data"])]
+    assert sent == [(got["tag"], got["event"])]
+    assert "data" not in got  # Salt judges a runner return with "data" as state results
     assert got["tag"] == "hpd/deploy/example/step"
-    assert got["data"] == {"site": "example", "env": "dev",
+    assert got["event"] == {"site": "example", "env": "dev",
                            "release": "20261130T075527Z-4f6a0c2e9b1d", "rev": "main",
                            "sha": SHA, "who": "alice", "since": "2026-11-30T07:55:27Z",
                            "duration": 42.5, "step": "migrate"}
     finish = hd.notify("example", "dev", "finish", result=False, comment="app2: HTTP 503")
     assert finish["tag"] == "hpd/deploy/example/finish"
-    assert (finish["data"]["result"], finish["data"]["comment"]) == (False, "app2: HTTP 503")
+    assert (finish["event"]["result"], finish["event"]["comment"]) == (False, "app2: HTTP 503")
 
 
 def test_notify_needs_the_lock_and_a_known_phase(tmp_path, other_process):
