@@ -17,7 +17,10 @@
           comment=plan.previous | dictsort | map('join', ' to ') | join(', ')) }}
 {%- for hosts_of_batch in plan.batches %}
 {%-   set n = loop.index %}
-{%-   set targets = hosts_of_batch | map('extract', plan.previous) | unique | list %}
+{%-   set targets = [] %}
+{%-   for host in hosts_of_batch if plan.previous[host] not in targets %}
+{%-     do targets.append(plan.previous[host]) %}
+{%-   endfor %}
 {%-   for release in targets %}
 {%-     set group = [] %}
 {%-     for host in hosts_of_batch if plan.previous[host] == release %}
@@ -29,7 +32,11 @@
 {{ move('rollback-batch-' ~ n ~ '-' ~ loop.index, plan, group, release, timeout) }}
 {%-   endfor %}
 {%- endfor %}
-{%- for release in plan.worker | map('extract', plan.previous) | unique %}
+{%- set targets = [] %}
+{%- for host in plan.worker if plan.previous[host] not in targets %}
+{%-   do targets.append(plan.previous[host]) %}
+{%- endfor %}
+{%- for release in targets %}
 {%-   set group = [] %}
 {%-   for host in plan.worker if plan.previous[host] == release %}
 {%-     do group.append(host) %}

@@ -42,7 +42,9 @@ def health_release(lab, host):
 
 
 def psql(lab, db, sql):
-    return lab.exec(db, "runuser", "-u", "postgres", "--", "psql", "-tA", "-d", SITE, "-c",
+    """psql as postgres on the site's database (pillar db:name) over the local socket."""
+    name = lab.salt(db, "hpd.settings", "db")[db]["name"]
+    return lab.exec(db, "runuser", "-u", "postgres", "--", "psql", "-XtA", "-d", name, "-c",
                     sql).stdout.strip()
 
 
