@@ -107,7 +107,7 @@ deploy-static-pushed:
 
 deploy-batch-{{ n }}-failed:
   test.fail_without_changes:
-    - name: {{ ('deploy of ' ~ release ~ ' failed on ' ~ (hosts_of_batch | join(', '))
+    - comment: {{ ('deploy of ' ~ release ~ ' failed on ' ~ (hosts_of_batch | join(', '))
                ~ ' (see deploy-batch-' ~ n ~ '-health or -switch for why); rolled back '
                ~ (switched | join(', ')) ~ ' to their previous release') | json }}
     - onfail: {{ onfail.onfail | json }}
