@@ -11,6 +11,13 @@ through ``salt.function``).
 ``hpd_release.mark``
     the datapoint ``deploys.<env>.<site>`` in Graphite (carbon on the
     monitoring host), for graphs to mark deploys with.
+``hpd_release.facts``
+    what a deploy plans with: the host's environment, roles, the release
+    ``current`` points to and the releases it has.
+``hpd_release.push_static``
+    a release's static files pushed to the CDN origin.
+``hpd_release.prune``
+    the releases beyond the newest N removed, never the serving or previous one.
 
 The computations are plain functions (the ``_``-prefixed helpers), unit-tested.
 """
@@ -196,3 +203,109 @@ def mark(site, value=1):
         __context__["retcode"] = 1
         return f"ERROR: could not send {metric} to carbon at {carbon[0]}:{carbon[1]}: {exc}"
     return line.rstrip("\n")
+
+
+def _releases(root):
+    """The release directories under ``<root>/releases``, oldest first (by the
+    time each was made: the first release's name is a branch's, not a time)."""
+    base = os.path.join(root, "releases")
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    found = [(os.lstat(os.path.join(base, n)).st_mtime, n) for n in names
+             if os.path.isdir(os.path.join(base, n))]
+    return [n for _, n in sorted(found)]
+
+
+def facts():
+    """
+    What orch.deploy and orch.rollback plan with, from this host: its
+    environment and roles, the site's name and static directory, the app's
+    port, the release ``current`` points to (None without one) and the releases
+    it has, oldest first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -I 'hpd:roles:app' hpd_release.facts
+    """
+    hpd = __pillar__.get("hpd") or {}
+    roles = list(hpd.get("roles") or [])
+    root = __salt__["hpd.settings"]("common")["app_root"]
+    current = os.path.join(root, "current")
+    serving = os.path.basename(os.readlink(current)) if os.path.islink(current) else None
+    answer = {"env": hpd.get("env"), "roles": roles, "current": serving,
+              "releases": _releases(root)}
+    if "app" in roles or "worker" in roles:
+        site = __salt__["hpd.settings"]("site")
+        answer.update(site=site["name"], static_dir=site["static_dir"])
+    if "app" in roles:
+        answer["port"] = __salt__["hpd.settings"]("app")["port"]
+    return answer
+
+
+def _prunable(releases, keep, protected):
+    """The releases (oldest first) to remove so that the newest ``keep`` remain,
+    never one of ``protected`` (the serving and the previous release)."""
+    if not isinstance(keep, int) or keep < 1:
+        raise SaltInvocationError(f"deploy:keep must be a whole number of releases >= 1, "
+                                  f"not {keep!r}")
+    return [r for r in releases[:max(0, len(releases) - keep)] if r not in protected]
+
+
+def prune(keep=5, protect=()):
+    """
+    Remove this host's oldest releases so that the newest ``keep`` remain;
+    never the release ``current`` points to nor any in ``protect`` (the deploy's
+    previous release). Returns the releases removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_release.prune keep=5
+    """
+    root = __salt__["hpd.settings"]("common")["app_root"]
+    serving = facts()["current"]
+    removed = _prunable(_releases(root), keep, {serving, *protect})
+    for name in removed:
+        shutil.rmtree(os.path.join(root, "releases", name))
+    return removed
+
+
+def _push_target(cdn, peers, site, static_url):
+    """The rsync URL of the site's static files at the CDN origin."""
+    hosts = sorted(peers.get("cdn") or [])
+    if not hosts:
+        raise SaltInvocationError("no CDN origin (hpd:peers:cdn) to push static files to")
+    path = static_url.strip("/")
+    target = f"rsync://{cdn['push']['user']}@{hosts[0]}:{cdn['push']['port']}/origin/{site}/"
+    return f"{target}{path}/" if path else target
+
+
+def push_static(release, password_file="/etc/hpd/cdn-push.password"):
+    """
+    Push the static files of ``release`` (hashed names, .gz and .br variants)
+    to the CDN origin of this host's environment (rsync, never deleting: the
+    serving release's files stay). A failed push gives a non-zero return code.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt app1 hpd_release.push_static 20261130T075527Z-4f6a0c2e9b1d
+    """
+    site = __salt__["hpd.settings"]("site")
+    root = __salt__["hpd.settings"]("common")["app_root"]
+    target = _push_target(__salt__["hpd.settings"]("cdn"),
+                          (__pillar__.get("hpd") or {}).get("peers") or {},
+                          site["name"], site["static_url"])
+    source = os.path.join(root, "releases", release, site["static_dir"]) + "/"
+    out = __salt__["rsync.rsync"](source, target, passwordfile=password_file,
+                                  additional_opts=["--mkpath"])
+    if out.get("retcode"):
+        __context__["retcode"] = 1
+        return f"ERROR: push of {source} to {target} failed: {out.get('stderr')}"
+    return f"{source} pushed to {target}"

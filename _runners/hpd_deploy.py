@@ -24,6 +24,10 @@ release every host builds, the health gate, the audit events.
     port, until it reports the release.
 ``hpd_deploy.notify``
     the events ``hpd/deploy/<site>/<phase>`` on the master's bus.
+``hpd_deploy.plan``
+    what ``orch.deploy`` and ``orch.rollback`` do, computed once when they
+    render: the hosts (synced, then from their own answers), the batches, the lock taken,
+    the revision resolved, the release each host serves now.
 
 The computations are plain functions (the ``_``-prefixed helpers and
 :func:`release_id`), unit-tested; the public functions do the I/O.
@@ -36,6 +40,7 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -364,6 +369,13 @@ def _event(record, phase, now, step=None, result=None, comment=None):
     return f"hpd/deploy/{record['site']}/{phase}", data
 
 
+def _progress(data, phase):
+    """The line the operator sees for a deploy event."""
+    what = " ".join(str(data[k]) for k in ("step", "comment") if data.get(k) is not None)
+    return (f"[{data['site']}/{data['env']} {data.get('release')} +{data['duration']:.0f}s] "
+            f"{phase}{': ' + what if what else ''}")
+
+
 def notify(site, env, phase, step=None, result=None, comment=None):
     """
     Fire ``hpd/deploy/<site>/<phase>`` (``phase``: start, step, finish or
@@ -381,7 +393,12 @@ def notify(site, env, phase, step=None, result=None, comment=None):
     """
     tag, data = _event(_held(site, env), phase, time.time(), step, result, comment)
     __salt__["event.send"](tag, data)
-    return {"tag": tag, "data": data}
+    # The orchestration runs this runner in salt-run's own process: the
+    # operator sees each step as it starts, not only the output at the end.
+    print(_progress(data, phase), file=sys.stderr, flush=True)
+    # Not "data": Salt's runner client judges a return with a "data" key as
+    # state results, and the orchestration's step would fail.
+    return {"tag": tag, "event": data}
 
 
 # ---------------------------------------------------------------------------
@@ -499,3 +516,122 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, pas
         urls[host] = f"http://{address}:{port}{path}" if address else None
     ret = _gate(urls, release, timeout, interval, passes)
     return ret if ret["result"] else _failed(ret)
+
+
+# ---------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------
+
+
+def _count(value, key):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaltInvocationError(f"{key} must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _hosts(facts, env):
+    """The environment's hosts by role and the site, from each host's
+    ``hpd_release.facts`` answer (hosts that did not answer with them are left
+    out); ``env`` may be None when the app hosts are all in one."""
+    known = {h: f for h, f in facts.items() if isinstance(f, dict) and f.get("env")}
+    envs = sorted({f["env"] for f in known.values() if "app" in f["roles"]})
+    if not envs:
+        raise SaltInvocationError(f"no app host answered hpd_release.facts: {facts}")
+    if env is None:
+        if len(envs) != 1:
+            raise SaltInvocationError(f"deploy:env must name the environment (app hosts are in "
+                                      f"{', '.join(envs) or 'none'})")
+        env = envs[0]
+    elif env not in envs:
+        raise SaltInvocationError(f"deploy:env {env!r} has no app host (app hosts are in "
+                                  f"{', '.join(envs) or 'none'})")
+    roles = {role: sorted(h for h, f in known.items() if f["env"] == env and role in f["roles"])
+             for role in ("app", "worker", "lb")}
+    sites = sorted({known[h]["site"] for h in roles["app"] + roles["worker"]})
+    if len(sites) != 1:
+        raise SaltInvocationError(f"the app and worker hosts of {env} run sites {sites}: one "
+                                  "site per environment")
+    return {"site": sites[0], "env": env, "port": known[roles["app"][0]]["port"],
+            "static_dir": known[roles["app"][0]]["static_dir"], **roles}
+
+
+def _batches(hosts, size):
+    return [hosts[i:i + size] for i in range(0, len(hosts), size)]
+
+
+def _previous(answer, release=None):
+    """The release a rollback of one host goes back to: ``release`` when named
+    (it must be on the host), else the one made before the serving one."""
+    have = answer["releases"]
+    if release is not None:
+        if release not in have:
+            raise SaltInvocationError(f"release {release!r} is not on the host (it has "
+                                      f"{', '.join(have)})")
+        return release
+    serving = answer["current"]
+    if serving not in have or have.index(serving) == 0:
+        raise SaltInvocationError(f"no release before {serving!r} on the host")
+    return have[have.index(serving) - 1]
+
+
+def _rollback_targets(facts, hosts, release):
+    targets, errors = {}, []
+    for host in hosts:
+        try:
+            targets[host] = _previous(facts[host], release)
+        except SaltInvocationError as exc:
+            errors.append(f"{host}: {exc}")
+    if errors:
+        raise SaltInvocationError("; ".join(errors))
+    return targets
+
+
+def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
+    """
+    What ``orch.deploy`` (``rev``) or ``orch.rollback`` (``rollback=True``,
+    ``release`` or each host's previous release) will do, computed once when it
+    renders, before any host changes: the environment's app, worker and lb
+    hosts (each answers ``hpd_release.facts``), the app hosts in batches of
+    ``batch``, the deploy lock taken for this process, the revision resolved
+    on the first app host (which migrates and pushes the static files) into
+    the release id, and the release each host serves now (``previous``: where
+    a failed deploy returns it; for a rollback, where it goes).
+
+    A bad key, a refused lock or an unknown revision is an ``Error`` (and
+    ``salt-run`` fails) before any host changes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_deploy.plan rev=main
+    """
+    try:
+        _count(batch, "deploy:batch")
+        # The hosts run this tree's modules and states from here on.
+        __salt__["salt.execute"]("*", "saltutil.sync_all", timeout=timeout)
+        facts = __salt__["salt.execute"]("*", "hpd_release.facts", timeout=timeout)
+        hosts = _hosts(facts, env)
+    except SaltInvocationError as exc:
+        return _failed({"Error": str(exc)})
+    taken = lock(hosts["site"], hosts["env"], rev=rev, release=release)
+    if "Error" in taken:
+        return taken
+    switched = hosts["app"] + hosts["worker"]
+    if rollback:
+        try:
+            previous = _rollback_targets(facts, switched, release)
+        except SaltInvocationError as exc:
+            return _failed({"Error": f"rollback of {hosts['site']} in {hosts['env']} refused: "
+                                     f"{exc}"})
+        target = {"release": release or previous[hosts["app"][0]], "sha": None, "rev": None}
+    else:
+        target = resolve(rev, hosts["app"][0])
+        if "Error" in target:
+            return target
+        previous = {h: facts[h]["current"] for h in switched}
+        lock(hosts["site"], hosts["env"], rev=rev, sha=target["sha"],
+             release=target["release"])
+    who = _held(hosts["site"], hosts["env"])["who"]
+    return {**hosts, **target, "who": who, "batches": _batches(hosts["app"], batch),
+            "previous": previous}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """make demo: the farm in the lab, highstated, with what runs where and its vitals.
 
-Boots the default spec (lab `hpd`), applies the highstate to every host, then
+Boots the default spec (lab `hpd`), applies the highstate to every host, deploys
+the site's main branch with orch.deploy (printing the release id it serves), then
 prints the hosts (roles, addresses), each host's vitals (highperf.vitals), the
 URL of a vitals graph on the monitoring host, saved as a PNG, and last the
 site's URL with the page the lb host serves there.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hpdlab.deploy import deploy  # noqa: E402
 from hpdlab.web import DOMAIN, fetch  # noqa: E402
 
 import labctl  # noqa: E402
@@ -39,6 +41,21 @@ def highstate(lab):
         print(f"  {host:8} {len(ret):3} states, {changed:3} changed, {len(bad)} failed {bad or ''}")
         failed += bool(bad)
     return failed
+
+
+def deploy_main(lab, state):
+    """orch.deploy of the site's main branch; the release id it serves, None when
+    the deploy failed."""
+    print("\norch.deploy of main:")
+    rc, states, output = deploy(lab, "main")
+    if rc != 0:
+        print(output[-3000:])
+        return None
+    app = next(n for n, h in sorted(state["hosts"].items()) if "app" in h["roles"])
+    release = lab.exec_in(state, app, ["readlink", "/srv/hpd/current"], capture_output=True,
+                          text=True).stdout.strip().rsplit("/", 1)[-1]
+    print(f"  {len(states)} steps, all succeeded; the app hosts serve release {release}")
+    return release
 
 
 def vitals(lab):
@@ -116,13 +133,14 @@ def main():
         state, _ = lab.up(spec)
     print("highstate:")
     failed = highstate(lab)
+    release = deploy_main(lab, state)
     print()
     labctl.main(["status"])
     vitals(lab)
     graph(lab, state)
     served = site(state)
     print("\n(lab/labctl salt -- ARGS to drive it; make down to remove it)")
-    return 1 if failed or not served else 0
+    return 1 if failed or not served or release is None else 0
 
 
 if __name__ == "__main__":

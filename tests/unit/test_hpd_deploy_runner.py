@@ -245,15 +245,16 @@ def test_notify_fires_the_deploy_event_with_the_locks_record(tmp_path, monkeypat
     hd.lock("example", "dev", rev="main", sha=SHA, release="20261130T075527Z-4f6a0c2e9b1d")
     monkeypatch.setattr(hd.time, "time", lambda: WHEN + 42.5)
     got = hd.notify("example", "dev", "step", step="migrate")
-    assert sent == [(got["tag"], got["data"])]
+    assert sent == [(got["tag"], got["event"])]
+    assert "data" not in got  # Salt judges a runner return with "data" as state results
     assert got["tag"] == "hpd/deploy/example/step"
-    assert got["data"] == {"site": "example", "env": "dev",
+    assert got["event"] == {"site": "example", "env": "dev",
                            "release": "20261130T075527Z-4f6a0c2e9b1d", "rev": "main",
                            "sha": SHA, "who": "alice", "since": "2026-11-30T07:55:27Z",
                            "duration": 42.5, "step": "migrate"}
     finish = hd.notify("example", "dev", "finish", result=False, comment="app2: HTTP 503")
     assert finish["tag"] == "hpd/deploy/example/finish"
-    assert (finish["data"]["result"], finish["data"]["comment"]) == (False, "app2: HTTP 503")
+    assert (finish["event"]["result"], finish["event"]["comment"]) == (False, "app2: HTTP 503")
 
 
 def test_notify_needs_the_lock_and_a_known_phase(tmp_path, other_process):
@@ -398,3 +399,64 @@ def test_health_targets_each_hosts_service_address_and_fails_the_job(tmp_path, m
 def test_health_refuses_bad_arguments_naming_them(hd, hosts, port, match):
     with pytest.raises(SaltInvocationError, match=f"^{match}"):
         hd.health(hosts, "r1", port)
+
+
+# --- the plan --------------------------------------------------------------------------
+
+
+def facts(env, roles, current="r1", releases=("r0", "r1")):
+    answer = {"env": env, "roles": roles, "current": current, "releases": list(releases)}
+    if "app" in roles or "worker" in roles:
+        answer.update(site="example", static_dir="collected_static")
+    if "app" in roles:
+        answer["port"] = 8000
+    return answer
+
+
+FARM = {
+    "app2": facts("dev", ["common", "app"]), "app1": facts("dev", ["common", "app"]),
+    "worker1": facts("dev", ["common", "worker"]), "lb": facts("dev", ["common", "lb"]),
+    "db": facts("dev", ["common", "db"]), "papp": facts("prod", ["common", "app"]),
+    "broken": "'hpd_release.facts' is not available.",
+}
+
+
+def test_hosts_of_the_environment_by_role(hd):
+    assert hd._hosts(FARM, "dev") == {
+        "site": "example", "env": "dev", "port": 8000, "static_dir": "collected_static",
+        "app": ["app1", "app2"], "worker": ["worker1"], "lb": ["lb"]}
+
+
+@pytest.mark.parametrize("env, message", [
+    (None, "deploy:env must name the environment (app hosts are in dev, prod)"),
+    ("staging", "deploy:env 'staging' has no app host (app hosts are in dev, prod)"),
+])
+def test_hosts_refuse_an_environment_they_cannot_tell(hd, env, message):
+    with pytest.raises(SaltInvocationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hd._hosts(FARM, env)
+
+
+def test_batches_split_the_app_hosts_in_order(hd):
+    assert hd._batches(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
+    assert hd._batches(["a", "b"], 1) == [["a"], ["b"]]
+    with pytest.raises(SaltInvocationError, match="deploy:batch"):
+        hd._count(0, "deploy:batch")
+
+
+def test_rollback_goes_to_the_release_before_the_serving_one_or_a_named_one(hd):
+    answer = facts("dev", ["app"], current="r2", releases=["main", "r1", "r2", "r3"])
+    assert hd._previous(answer) == "r1"
+    assert hd._previous(answer, "main") == "main"
+    with pytest.raises(SaltInvocationError, match="release 'gone' is not on the host"):
+        hd._previous(answer, "gone")
+    with pytest.raises(SaltInvocationError, match="no release before 'main'"):
+        hd._previous(facts("dev", ["app"], current="main", releases=["main"]))
+    farm = {"a": answer, "b": facts("dev", ["app"], current="main", releases=["main"])}
+    with pytest.raises(SaltInvocationError, match="^b: no release before 'main'"):
+        hd._rollback_targets(farm, ["a", "b"], None)
+
+
+def test_progress_line_names_the_deploy_step_and_time(hd):
+    data = {"site": "example", "env": "dev", "release": "R", "duration": 12.4,
+            "step": "batch 1", "comment": "app1"}
+    assert hd._progress(data, "step") == "[example/dev R +12s] step: batch 1 app1"

@@ -214,3 +214,39 @@ def test_mark_says_where_it_failed_when_carbon_is_down(tmp_path):
                                "highperf": {"graphite": {"host": "127.0.0.1", "port": port}}})
     assert got.startswith(f"ERROR: could not send deploys.dev.example to carbon at "
                           f"127.0.0.1:{port}")
+
+
+# --- keep N, the CDN push target -------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep, protected, removed", [
+    (2, set(), ["main", "r2"]),                  # the newest 2 stay
+    (2, {"r2"}, ["main"]),                       # the previous release is never removed
+    (2, {"main"}, ["r2"]),                       # nor the serving one, wherever it is
+    (5, set(), []),
+])
+def test_prunable_keeps_the_newest_and_the_protected(pure, keep, protected, removed):
+    assert pure._prunable(["main", "r2", "r3", "r4"], keep, protected) == removed
+
+
+@pytest.mark.parametrize("keep", [0, -1, "5", None])
+def test_prunable_refuses_a_bad_keep_naming_the_key(pure, keep):
+    with pytest.raises(SaltInvocationError, match="deploy:keep"):
+        pure._prunable(["a"], keep, set())
+
+
+def test_releases_are_ordered_by_when_they_were_made(pure, tmp_path):
+    for name, when in (("main", 100), ("20261130T0900Z-a", 200), ("20261130T0800Z-b", 300)):
+        (tmp_path / "releases" / name).mkdir(parents=True)
+        os.utime(tmp_path / "releases" / name, (when, when))
+    (tmp_path / "releases" / "stray-file").write_text("")
+    assert pure._releases(str(tmp_path)) == ["main", "20261130T0900Z-a", "20261130T0800Z-b"]
+    assert pure._releases(str(tmp_path / "none")) == []
+
+
+def test_push_target_is_the_sites_static_path_at_the_first_cdn_host(pure):
+    cdn = {"push": {"user": "hpd_cdn", "port": 8873}}
+    assert pure._push_target(cdn, {"cdn": ["lb2", "lb"]}, "example", "/static/") == (
+        "rsync://hpd_cdn@lb:8873/origin/example/static/")
+    with pytest.raises(SaltInvocationError, match="hpd:peers:cdn"):
+        pure._push_target(cdn, {}, "example", "/static/")

@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""
+Deploys under load, measured in one run on a lab of its own (the farm of
+lab/specs/farm.yaml, as `hpdload` on 10.96.0.0/24 unless `--name`/`--subnet`
+say otherwise):
+
+- a steady load from this machine to the lb address (benchmarks/loadgen.py:
+  open loop at --rate requests/s, a share of them logged in) for an idle period,
+  then across --deploys deploys with orch.deploy of two revisions that differ
+  in code but not in dependencies, alternately: requests, failures (non-2xx/3xx
+  or no answer), slow requests (over 1 s), p50/p99 during the deploys against
+  the idle period's;
+- the wall time of such a deploy with the farm's 2 app hosts, then with 4
+  (two more added with `lab/labctl add`), and their ratio.
+
+Goals (the deploy issue): 0 failed and 0 slow requests, deploy p99 <= 1.25 x
+idle p99, a 2-host deploy <= 30 s, 4 hosts <= 1.5 x 2 hosts; each reported as
+met or missed. The lab is taken down afterwards unless it was up before or
+`--keep`.
+
+    /opt/hpd-salt/venv/bin/python benchmarks/deploy_under_load.py [--rate 100]
+        [--deploys 4] [--idle 30] [--keep] [--json] [--name LAB --subnet CIDR]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import loadgen  # noqa: E402
+from hpdlab.deploy import deploy  # noqa: E402
+from hpdlab.spec import host_entry  # noqa: E402
+from hpdlab.web import DOMAIN  # noqa: E402
+
+import labctl  # noqa: E402
+
+NAME, SUBNET = "hpdload", "10.96.0.0/24"
+MANAGE = "/usr/local/sbin/example-manage"
+USER = "loadtest"
+BRANCH = "bench-deploy"
+#: Two revisions differing in code only (no new dependencies).
+MARKER = "hpdexample/deploy_marker.py"
+MIN_REQUESTS = 10_000
+
+
+def check(lab, host, *cmd):
+    out = lab.exec_in(lab.load(), host, list(cmd), check=False, capture_output=True,
+                      text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{host}: {' '.join(cmd)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def highstate(lab, target="*"):
+    for host, ret in lab.salt_json(target, "state.apply", timeout=1800).items():
+        if not isinstance(ret, dict) or any(r["result"] is not True for r in ret.values()):
+            raise SystemExit(f"{host}: the highstate failed: {ret}")
+
+
+def timed_deploy(lab, sha):
+    start = time.monotonic()
+    rc, _, output = deploy(lab, sha)
+    if rc != 0:
+        raise SystemExit(f"orch.deploy of {sha} failed:\n{output[-4000:]}")
+    return round(time.monotonic() - start, 1)
+
+
+async def under_load(lab, lb_address, revisions, rate, deploys, idle, password):
+    target = loadgen.Target(f"https://{DOMAIN}/", lb_address)
+    cookies = await loadgen.login(target, USER, password)
+    load = loadgen.Load(target, rate, cookies, logged_in_share=0.3)
+    walls = []
+
+    async def deploying():
+        await asyncio.sleep(idle)
+        load.mark("deploy")
+        for i in range(deploys):
+            walls.append(await asyncio.to_thread(timed_deploy, lab, revisions[i % 2]))
+        load.mark("after")
+
+    load.mark("idle")
+    task = asyncio.create_task(deploying())
+    # Load until the deploys are done and at least MIN_REQUESTS were sent.
+    while not task.done() or len(load.outcomes) < MIN_REQUESTS:
+        await load.run(5)
+    await task
+    return load.report(), walls
+
+
+def bench(spec_path, name, subnet, rate, deploys, idle, keep):
+    spec = labctl.load_spec(spec_path, name, subnet)
+    lab = labctl.Lab(spec["name"])
+    with labctl.booted(lab, spec, keep) as state:
+        highstate(lab)
+        hosts = state["hosts"]
+        lb = next(n for n in sorted(hosts) if "lb" in hosts[n]["roles"])
+        app = sorted(n for n in hosts if "app" in hosts[n]["roles"])
+        with lab.locked():
+            revisions = [lab.publish_site(changes={MARKER: f"MARK = {i}\n"}, branch=BRANCH)
+                         for i in range(2)]
+        password = uuid.uuid4().hex
+        check(lab, app[0], "env", f"HPD_USER_PASSWORD={password}", MANAGE, "ensure_user", USER)
+        timed_deploy(lab, revisions[1])  # the dependencies of the revisions installed once
+        report, walls = asyncio.run(under_load(lab, hosts[lb]["address"], revisions, rate,
+                                               deploys, idle, password))
+        two = min(walls)
+        with lab.locked():
+            for i in (len(app) + 1, len(app) + 2):
+                entry = {"address": 20 + i, "roles": ["app"], "env": "dev", "memory": 1024,
+                         "cpus": 1}
+                lab.up(spec, {f"app{i}": host_entry(spec["subnet"], f"app{i}", entry)})
+        highstate(lab)  # the new app hosts, and haproxy's pool on the lb host
+        four = min(timed_deploy(lab, revisions[i % 2]) for i in range(2))
+    d, i = report.get("deploy", {}), report["idle"]
+    r = {"rate": rate, "deploys": deploys, "load": report, "deploy_seconds_2_hosts": walls,
+         "deploy_seconds_4_hosts": four, "load_1min_after": round(os.getloadavg()[0], 2)}
+    p99_ratio = round(d["p99"] / i["p99"], 2) if d and i["p99"] else None
+    r["goals"] = {
+        "0 failed requests": report["all"]["failures"] == 0,
+        "0 requests over 1 s": report["all"]["slow"] == 0,
+        f"at least {MIN_REQUESTS} requests": report["all"]["requests"] >= MIN_REQUESTS,
+        f"deploy p99 <= 1.25 x idle p99 ({p99_ratio})": p99_ratio is not None
+        and p99_ratio <= 1.25,
+        f"2-host deploy <= 30 s ({two} s)": two <= 30,
+        f"4 hosts <= 1.5 x 2 hosts ({round(four / two, 2)})": four <= 1.5 * two,
+    }
+    return r
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--spec", help="lab spec (default lab/specs/farm.yaml)")
+    parser.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
+    parser.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
+    parser.add_argument("--rate", type=float, default=100, help="requests per second")
+    parser.add_argument("--deploys", type=int, default=4, help="deploys under load")
+    parser.add_argument("--idle", type=float, default=30, help="seconds of load before them")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("the lab needs root")
+    r = bench(args.spec, args.name, args.subnet, args.rate, args.deploys, args.idle, args.keep)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"load {r['rate']} requests/s (30% logged in) to the lb host; machine load "
+              f"{r['load_1min_after']} after")
+        print(f"{'period':8s} {'requests':>9s} {'failed':>7s} {'over 1 s':>9s} {'p50 ms':>8s} "
+              f"{'p99 ms':>8s}")
+        for period in ("idle", "deploy", "after", "all"):
+            m = r["load"].get(period)
+            if m:
+                print(f"{period:8s} {m['requests']:9d} {m['failures']:7d} {m['slow']:9d} "
+                      f"{m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}")
+        print(f"deploy wall time, 2 app hosts: {r['deploy_seconds_2_hosts']} s; "
+              f"4 app hosts: {r['deploy_seconds_4_hosts']} s")
+        for goal, met in r["goals"].items():
+            print(f"{'met   ' if met else 'MISSED'} {goal}")
+    return 0 if all(r["goals"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

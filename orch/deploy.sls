@@ -1,0 +1,164 @@
+{#- orch.deploy: the site's revision deploy:rev to the app and worker hosts of
+    its environment, rolling, with a health gate and automatic rollback.
+
+      salt-run state.orchestrate orch.deploy pillar='{"deploy": {"rev": "<git ref>"} }'
+
+    pillar deploy: rev (required), env (default: the one environment with app
+    hosts), batch (app hosts per batch, default 1), keep (releases kept on each
+    host, default 5), health_timeout (seconds, default 120). orch/README.md
+    describes the steps. #}
+{%- from "orch/release.jinja" import get_plan, notify, move, would with context %}
+{%- set deploy = salt['pillar.get']('deploy', {}) %}
+{%- set batch = deploy.get('batch', 1) %}
+{%- set keep = deploy.get('keep', 5) %}
+{%- set timeout = deploy.get('health_timeout', 120) %}
+{%- set plan = get_plan({'rev': deploy.get('rev'), 'env': deploy.get('env'),
+                         'batch': batch}) | load_json %}
+{%- set release = plan.release %}
+{%- set hosts = plan.app + plan.worker %}
+{%- set build = {'deploy': dict(sha=plan.sha, release=release)} %}
+{%- set first = plan.app[0] %}
+{%- set protect = plan.previous.values() | reject('none') | unique | list %}
+{%- set dry = opts.get('test', False) %}
+
+{{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.sha ~ ') to '
+          ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
+
+{#- Steps 1, 2: the release checked out and its virtualenv, on every host. #}
+{{ notify('deploy-checkout-notify', plan, 'step', step='checkout') }}
+
+deploy-checkout:
+  salt.state:
+    - tgt: {{ hosts | json }}
+    - tgt_type: list
+    - sls: {{ ['site.checkout'] if dry else ['site.checkout', 'site.venv'] }}
+    - pillar: {{ build | json }}
+    - failhard: True
+{%- if dry %}
+{{ would('deploy-venv', 'build or reuse the virtualenv of ' ~ release ~ ' on ' ~ (hosts | join(', '))) }}
+{{ would('deploy-migrate', 'migrate the database once, on ' ~ first) }}
+{{ would('deploy-static', 'collect the static files of ' ~ release ~ ' on '
+         ~ (plan.app | join(', ')) ~ ' and push them to the CDN origin from ' ~ first) }}
+{%- else %}
+
+{#- Step 3: the migrations, once, on the first app host, before any switch. #}
+{{ notify('deploy-migrate-notify', plan, 'step', step='migrate', comment='on ' ~ first) }}
+
+deploy-migrate:
+  salt.state:
+    - tgt: {{ first }}
+    - sls: site.migrate
+    - pillar: {{ build | json }}
+    - failhard: True
+
+{#- Step 4: the static files collected (hashed, .gz, .br) on every app host
+    (uWSGI serves them too), pushed to the CDN origin from the first. #}
+{{ notify('deploy-static-notify', plan, 'step', step='static') }}
+
+deploy-static:
+  salt.state:
+    - tgt: {{ plan.app | json }}
+    - tgt_type: list
+    - sls: site.static
+    - pillar: {{ build | json }}
+    - failhard: True
+
+deploy-static-pushed:
+  salt.function:
+    - name: hpd_release.push_static
+    - tgt: {{ first }}
+    - arg: [{{ release }}]
+    - failhard: True
+{%- endif %}
+
+{#- Step 5: the app hosts, batch after batch. A batch that fails puts every
+    host switched so far back on its previous release, one at a time, and the
+    deploy stops there. #}
+{%- set switched = [] %}
+{%- for hosts_of_batch in plan.batches %}
+{%-   set n = loop.index %}
+{%-   do switched.extend(hosts_of_batch) %}
+
+{{ notify('deploy-batch-' ~ n ~ '-notify', plan, 'step', step='batch ' ~ n,
+          comment=hosts_of_batch | join(', ')) }}
+{%-   if dry %}
+{{ would('deploy-batch-' ~ n, 'drain ' ~ (hosts_of_batch | join(', ')) ~ ' on '
+         ~ (plan.lb | join(', ')) ~ ', switch them to ' ~ release ~ ', chain-reload uWSGI, '
+         ~ 'wait for /health/ to report it, put them back in the pool') }}
+{%-   else %}
+{{ move('deploy-batch-' ~ n, plan, hosts_of_batch, release, timeout) }}
+{%-     set batch_ids = ['deploy-batch-' ~ n ~ '-switch', 'deploy-batch-' ~ n ~ '-health'] %}
+{%-     for host in hosts_of_batch if plan.lb %}
+{%-       do batch_ids.extend(['deploy-batch-' ~ n ~ '-drain-' ~ host,
+                               'deploy-batch-' ~ n ~ '-ready-' ~ host]) %}
+{%-     endfor %}
+{%-     set onfail = {'onfail': []} %}
+{%-     for id in batch_ids %}
+{%-       do onfail.onfail.append({'salt': id}) %}
+{%-     endfor %}
+
+{{ notify('deploy-batch-' ~ n ~ '-rollback-notify', plan, 'rollback', step='batch ' ~ n,
+          comment='release ' ~ release ~ ' failed on ' ~ (hosts_of_batch | join(', '))
+                  ~ ': rolling back ' ~ (switched | join(', ')), requisites=onfail) }}
+{%-     for host in switched %}
+{{ move('deploy-batch-' ~ n ~ '-rollback-' ~ host, plan, [host], plan.previous[host], timeout,
+        requisites=onfail) }}
+{%-     endfor %}
+
+deploy-batch-{{ n }}-failed:
+  test.fail_without_changes:
+    - comment: {{ ('deploy of ' ~ release ~ ' failed on ' ~ (hosts_of_batch | join(', '))
+               ~ ' (see deploy-batch-' ~ n ~ '-health or -switch for why); rolled back '
+               ~ (switched | join(', ')) ~ ' to their previous release') | json }}
+    - onfail: {{ onfail.onfail | json }}
+    - failhard: True
+{%-   endif %}
+{%- endfor %}
+
+{#- Step 6: the workers switched and restarted gracefully, after every app host. #}
+{%- if plan.worker and dry %}
+{{ would('deploy-workers', 'switch ' ~ (plan.worker | join(', ')) ~ ' to ' ~ release
+         ~ ' and restart their workers gracefully') }}
+{%- elif plan.worker %}
+
+{{ notify('deploy-workers-notify', plan, 'step', step='workers',
+          comment=plan.worker | join(', ')) }}
+
+deploy-workers:
+  salt.state:
+    - tgt: {{ plan.worker | json }}
+    - tgt_type: list
+    - sls: [site.switch, worker.restart]
+    - pillar: {{ build | json }}
+    - failhard: True
+{%- endif %}
+
+{#- Audit and housekeeping. #}
+deploy-release-logged:
+  salt.function:
+    - name: hpd_release.log
+    - tgt: {{ hosts | json }}
+    - tgt_type: list
+    - arg: [{{ plan.site }}, deploy, {{ release }}]
+    - kwarg: {{ {'sha': plan.sha, 'rev': plan.rev, 'who': plan.who} | json }}
+
+deploy-marked:
+  salt.function:
+    - name: hpd_release.mark
+    - tgt: {{ first }}
+    - arg: [{{ plan.site }}]
+
+deploy-pruned:
+  salt.function:
+    - name: hpd_release.prune
+    - tgt: {{ hosts | json }}
+    - tgt_type: list
+    - kwarg: {{ {'keep': keep, 'protect': protect} | json }}
+
+{{ notify('deploy-finish', plan, 'finish') }}
+
+deploy-unlocked:
+  salt.runner:
+    - name: hpd_deploy.unlock
+    - site: {{ plan.site }}
+    - env: {{ plan.env }}
