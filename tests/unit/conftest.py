@@ -1,5 +1,7 @@
-"""What unit tests share: Salt minion options for a loader or a renderer without a master."""
+"""What unit tests share: Salt minion options for a loader or a renderer without a
+master, and a file of the tree imported as a plain module."""
 
+import importlib.util
 from pathlib import Path
 
 import salt.config
@@ -25,3 +27,14 @@ def local_opts(root, **overrides):
     )
     opts.update(overrides)
     return opts
+
+
+def load_source(path):
+    """The tree's file at ``path`` (relative to the repository) imported as a
+    plain module, without Salt's loader: for its pure functions, or with the
+    dunders (``__salt__``, ``__opts__``...) a test sets itself. A new module
+    object on each call."""
+    spec = importlib.util.spec_from_file_location(f"{Path(path).stem}_under_test", REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,11 +3,11 @@ What the documentation says matches the repository: the make targets and
 files it names exist, and the vitals facts it states are the code's.
 """
 
-import importlib.util
 import pathlib
 import re
 
 import pytest
+from conftest import load_source
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DOCS = sorted(
@@ -18,10 +18,7 @@ TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), r
 
 @pytest.fixture(scope="module")
 def hp():
-    spec = importlib.util.spec_from_file_location("highperf_docs", REPO / "_modules/highperf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(REPO / "_modules/highperf.py")
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))

@@ -9,7 +9,6 @@ Two layers, as Salt tests its own modules:
   listener standing in for carbon.
 """
 
-import importlib.util
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from collections import namedtuple
 import pytest
 import salt.loader
 import salt.loader.lazy
-from conftest import local_opts
+from conftest import load_source, local_opts
 from salt.exceptions import SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -62,10 +61,7 @@ GRAPHITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 @pytest.fixture(scope="module")
 def hp():
     """The module imported directly from its file, for the pure functions."""
-    spec = importlib.util.spec_from_file_location("highperf_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(MODULE_PATH)
 
 
 def size_kb(value):

@@ -1,12 +1,11 @@
 """hpd: role settings from pillar, with schema defaults and checks."""
 
-import importlib.util
 from pathlib import Path
 
 import jsonschema
 import pytest
 import salt.utils.yaml
-from conftest import local_opts
+from conftest import load_source, local_opts
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -119,10 +118,7 @@ def test_settings_of_a_role_without_schema_is_an_error():
 
 def hpd_module():
     """The module's pure functions, imported without the loader."""
-    spec = importlib.util.spec_from_file_location("hpd", REPO / "_modules" / "hpd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(REPO / "_modules" / "hpd.py")
 
 
 def test_a_bad_secret_is_named_but_never_shown():

@@ -3,7 +3,6 @@
 map Salt's events to them."""
 
 import http.server
-import importlib.util
 import json
 import threading
 
@@ -11,21 +10,16 @@ import pytest
 import salt.config
 import salt.utils.templates
 import salt.utils.yaml
+from conftest import load_source
 from test_hpd import REPO, hpd_module, load
 
 ALERTS = hpd_module().defaults(load(REPO / "pillar/alerts/schema.yaml"))
 
 
-def module(path, name):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
-
 
 @pytest.fixture
 def ha(tmp_path):
-    runner = module("_runners/hpd_alert.py", "hpd_alert_under_test")
+    runner = load_source("_runners/hpd_alert.py")
     runner.__opts__ = {"cachedir": str(tmp_path), "log_file": str(tmp_path / "master.log")}
     runner.fired = []
     runner.__salt__ = {"event.send": lambda tag, data: runner.fired.append((tag, data))}
@@ -122,7 +116,7 @@ def test_the_webhook_gets_the_alert_as_json_with_its_token(ha):
 
 
 def test_scale_outcomes_name_failed_states_and_silent_hosts():
-    scale = module("_runners/hpd_scale.py", "hpd_scale_under_test")
+    scale = load_source("_runners/hpd_scale.py")
     outcome = scale._outcome({
         "lb": {"a": {"__id__": "lb-haproxy", "result": True, "changes": {"x": 1}},
                "b": {"__id__": "lb-check", "result": False, "changes": {}}},

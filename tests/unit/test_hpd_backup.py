@@ -2,11 +2,11 @@
 retention, row-count comparison, anonymization SQL."""
 
 import datetime
-import importlib.util
 import pathlib
 import re
 
 import pytest
+from conftest import load_source
 from salt.exceptions import SaltInvocationError
 from test_hpd import REPO, hpd_module, load
 
@@ -16,10 +16,7 @@ UTC = datetime.UTC
 
 @pytest.fixture(scope="module")
 def hb():
-    spec = importlib.util.spec_from_file_location("hpd_backup_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(MODULE_PATH)
 
 
 def at(days_ago, now=datetime.datetime(2026, 11, 30, 3, 0, tzinfo=UTC)):

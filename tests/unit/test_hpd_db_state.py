@@ -1,10 +1,10 @@
 """_states/hpd_db.py: the site's database user, its password read on the minion and
 never in what the state returns or on a command line."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_source
 from test_hpd import hpd_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -13,9 +13,7 @@ PASSWORD = "a-real-database-password-0123456789"
 
 @pytest.fixture
 def state():
-    spec = importlib.util.spec_from_file_location("hpd_db", REPO / "_states" / "hpd_db.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_source(REPO / "_states" / "hpd_db.py")
     module.__env__ = "base"
     module.__opts__ = {"test": False}
     module.__salt__ = {"hpd.settings": lambda role, saltenv, unmask=False: (

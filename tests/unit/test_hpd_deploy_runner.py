@@ -2,7 +2,6 @@
 the revision check, the audit events and the health gate (against HTTP servers
 on loopback)."""
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import load_source
 from salt.exceptions import SaltInvocationError
 from test_highperf import FakeClock
 
@@ -21,9 +21,7 @@ WHEN = 1796025327.0  # 2026-11-30T07:55:27Z
 
 
 def load_runner(cachedir, salt_funcs=None, user="alice"):
-    spec = importlib.util.spec_from_file_location("hpd_deploy_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_source(MODULE_PATH)
     module.__opts__ = {"cachedir": str(cachedir)}
     module.__context__ = {}
     module.__salt__ = salt_funcs or {}

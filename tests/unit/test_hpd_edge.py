@@ -1,38 +1,24 @@
 """hpd_edge: haproxy's app pool (inventory + mine + last known pool) and the values
 the VCL is written from."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 import salt.utils.yaml
+from conftest import load_source
 from salt.exceptions import CommandExecutionError
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def edge_module():
-    spec = importlib.util.spec_from_file_location("hpd_edge", REPO / "_modules" / "hpd_edge.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EDGE = edge_module()
-
-
-def hpd_module():
-    spec = importlib.util.spec_from_file_location("hpd", REPO / "_modules" / "hpd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+EDGE = load_source("_modules/hpd_edge.py")
 
 
 def varnish_settings(**pillar):
     schema = salt.utils.yaml.safe_load((REPO / "pillar/varnish/schema.yaml").read_text())
-    return hpd_module().check(schema, pillar, "varnish")
+    return load_source("_modules/hpd.py").check(schema, pillar, "varnish")
 
 
 # ---------------------------------------------------------------------------
@@ -82,7 +68,7 @@ def test_a_host_the_mine_has_nothing_of_keeps_its_last_known_address():
 @pytest.fixture
 def loaded(tmp_path):
     """The module as the loader would give it: pillar, mine.get, a known pool file."""
-    module = edge_module()
+    module = load_source("_modules/hpd_edge.py")
     calls = []
     module.__pillar__ = {"hpd": {"peers": {"app": ["app1", "app2"], "lb": ["lb"]}}}
 

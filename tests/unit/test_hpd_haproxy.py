@@ -3,12 +3,12 @@
 non-interactive mode). The lab test tests/integration/test_deploy_parts.py runs
 the same functions against a real haproxy."""
 
-import importlib.util
 import socket
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import load_source
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from test_highperf import FakeClock
 
@@ -92,9 +92,7 @@ class FakeHaproxy:
 
 @pytest.fixture
 def hx(monkeypatch):
-    spec = importlib.util.spec_from_file_location("hpd_haproxy_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_source(MODULE_PATH)
     module.__context__ = {}
     return module
 

@@ -2,10 +2,10 @@
 (_beacons/hpd_port.py): the units and beacons of a host's roles, waiting for
 systemd to settle, the restart limit kept across calls."""
 
-import importlib.util
 import socket
 
 import pytest
+from conftest import load_source
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from test_hpd import REPO, hpd_module, load
 
@@ -14,21 +14,15 @@ HEAL = HPD.defaults(load(REPO / "pillar/heal/schema.yaml"))
 ALERTS = HPD.defaults(load(REPO / "pillar/alerts/schema.yaml"))
 
 
-def module(path, name):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
-
 
 @pytest.fixture
 def hh():
-    return module("_modules/hpd_heal.py", "hpd_heal_under_test")
+    return load_source("_modules/hpd_heal.py")
 
 
 @pytest.fixture
 def port_beacon():
-    return module("_beacons/hpd_port.py", "hpd_port_under_test")
+    return load_source("_beacons/hpd_port.py")
 
 
 # ---------------------------------------------------------------- units and beacons

@@ -2,7 +2,6 @@
 git repository through Salt's git module, the release log, the deploy datapoint
 sent to a carbon listener on loopback."""
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import salt.config
+from conftest import load_source
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 from test_hpd import REPO
@@ -69,10 +69,7 @@ def rel(tmp_path_factory):
 def pure():
     """The module's file imported plainly, for its pure helpers."""
     path = Path(REPO / "_modules" / "hpd_release.py")
-    spec = importlib.util.spec_from_file_location("hpd_release_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(path)
 
 
 def mark_with(tmp_path, pillar):

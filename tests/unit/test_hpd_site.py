@@ -1,10 +1,10 @@
 """hpd_site: the site's settings file, its uWSGI vassal, its worker units and its
 releases, from pillar (pure functions)."""
 
-import importlib.util
 import json
 
 import pytest
+from conftest import load_source
 from salt.exceptions import SaltInvocationError
 from test_hpd import REPO, hpd_module, load
 
@@ -15,14 +15,7 @@ PEERS = {"db": ["db"], "cache": ["cache2", "cache1"], "app": ["app1", "app2"]}
 HOSTS = ["10.0.0.21", "app1", "app1.example", "app1"]
 
 
-def hpd_site():
-    spec = importlib.util.spec_from_file_location("hpd_site", REPO / "_modules" / "hpd_site.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SITE = hpd_site()
+SITE = load_source("_modules/hpd_site.py")
 
 
 def settings(role, **pillar):

@@ -4,7 +4,6 @@ address, Django's login dance, outcomes, periods and percentiles."""
 
 import asyncio
 import datetime
-import importlib.util
 import ssl
 import threading
 import time
@@ -13,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import load_source
 
 MODULE_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "loadgen.py"
 SESSION = "s3cr3t-session"
@@ -21,10 +21,7 @@ TOKEN = "form-token-1"
 
 @pytest.fixture(scope="module")
 def lg():
-    spec = importlib.util.spec_from_file_location("loadgen_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source(MODULE_PATH)
 
 
 class Site:
