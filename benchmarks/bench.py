@@ -10,10 +10,17 @@ import json
 import os
 
 
-def parser(doc):
+def parser(doc, lab=None, spec=False):
     """An ArgumentParser for the benchmark whose docstring is ``doc``, with
-    ``--keep`` and ``--json``; the benchmark adds its own options."""
+    ``--keep`` and ``--json``; with ``lab`` (the default lab name and subnet),
+    ``--name`` and ``--subnet``; with ``spec``, ``--spec``. The benchmark adds
+    its own options."""
     p = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0])
+    if spec:
+        p.add_argument("--spec", default=None, help="lab spec (default lab/specs/farm.yaml)")
+    if lab:
+        p.add_argument("--name", default=lab[0], help=f"lab name (default {lab[0]})")
+        p.add_argument("--subnet", default=lab[1], help=f"lab subnet (default {lab[1]})")
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     return p

@@ -22,14 +22,14 @@ met or missed. The lab is taken down afterwards unless it was up before or
         [--deploys 4] [--idle 30] [--keep] [--json] [--name LAB --subnet CIDR]
 """
 
-import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 import uuid
 from pathlib import Path
+
+import bench
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
@@ -95,7 +95,7 @@ async def under_load(lab, lb_address, revisions, rate, deploys, idle, password):
     return load.report(), walls
 
 
-def bench(spec_path, name, subnet, rate, deploys, idle, keep):
+def measure(spec_path, name, subnet, rate, deploys, idle, keep):
     spec = labctl.load_spec(spec_path, name, subnet)
     lab = labctl.Lab(spec["name"])
     with labctl.booted(lab, spec, keep) as state:
@@ -135,37 +135,30 @@ def bench(spec_path, name, subnet, rate, deploys, idle, keep):
     return r
 
 
+def report(r):
+    print(f"load {r['rate']} requests/s (30% logged in) to the lb host; machine load "
+          f"{r['load_1min_after']} after")
+    print(f"{'period':8s} {'requests':>9s} {'failed':>7s} {'over 1 s':>9s} {'p50 ms':>8s} "
+          f"{'p99 ms':>8s}")
+    for period in ("idle", "deploy", "after", "all"):
+        m = r["load"].get(period)
+        if m:
+            print(f"{period:8s} {m['requests']:9d} {m['failures']:7d} {m['slow']:9d} "
+                  f"{m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}")
+    print(f"deploy wall time, 2 app hosts: {r['deploy_seconds_2_hosts']} s; "
+          f"4 app hosts: {r['deploy_seconds_4_hosts']} s")
+    for goal, met in r["goals"].items():
+        print(f"{'met   ' if met else 'MISSED'} {goal}")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--spec", help="lab spec (default lab/specs/farm.yaml)")
-    parser.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
-    parser.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
-    parser.add_argument("--rate", type=float, default=100, help="requests per second")
-    parser.add_argument("--deploys", type=int, default=4, help="deploys under load")
-    parser.add_argument("--idle", type=float, default=30, help="seconds of load before them")
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-    r = bench(args.spec, args.name, args.subnet, args.rate, args.deploys, args.idle, args.keep)
-    if args.json:
-        print(json.dumps(r, indent=2))
-    else:
-        print(f"load {r['rate']} requests/s (30% logged in) to the lb host; machine load "
-              f"{r['load_1min_after']} after")
-        print(f"{'period':8s} {'requests':>9s} {'failed':>7s} {'over 1 s':>9s} {'p50 ms':>8s} "
-              f"{'p99 ms':>8s}")
-        for period in ("idle", "deploy", "after", "all"):
-            m = r["load"].get(period)
-            if m:
-                print(f"{period:8s} {m['requests']:9d} {m['failures']:7d} {m['slow']:9d} "
-                      f"{m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}")
-        print(f"deploy wall time, 2 app hosts: {r['deploy_seconds_2_hosts']} s; "
-              f"4 app hosts: {r['deploy_seconds_4_hosts']} s")
-        for goal, met in r["goals"].items():
-            print(f"{'met   ' if met else 'MISSED'} {goal}")
-    return 0 if all(r["goals"].values()) else 1
+    p = bench.parser(__doc__, lab=(NAME, SUBNET), spec=True)
+    p.add_argument("--rate", type=float, default=100, help="requests per second")
+    p.add_argument("--deploys", type=int, default=4, help="deploys under load")
+    p.add_argument("--idle", type=float, default=30, help="seconds of load before them")
+    return bench.main(p, lambda a: measure(a.spec, a.name, a.subnet, a.rate, a.deploys, a.idle,
+                                           a.keep), report, argv,
+                      verdict=lambda r, a: 0 if all(r["goals"].values()) else 1)
 
 
 if __name__ == "__main__":

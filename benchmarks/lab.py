@@ -82,10 +82,7 @@ def report(r):
 
 
 def main(argv=None):
-    p = bench.parser(__doc__)
-    p.add_argument("--spec", default=None, help="lab spec (default: the farm)")
-    p.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
-    p.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
+    p = bench.parser(__doc__, lab=(NAME, SUBNET), spec=True)
     return bench.main(p, lambda a: bench_lab(a.spec, a.name, a.subnet, a.keep), report, argv)
 
 

@@ -22,7 +22,6 @@ Needs wrk (Debian's package; `make setup` installs it). The lab is taken down
 afterwards unless it was up before or `--keep`.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import bench
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
@@ -161,7 +162,7 @@ def ratio(a, b):
     return round(a / b, 2) if b else None
 
 
-def bench(spec_path, name, subnet, seconds, connections, keep):
+def run(spec_path, name, subnet, seconds, connections, keep):
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk, or make setup)")
     spec = labctl.load_spec(spec_path, name, subnet)
@@ -191,22 +192,7 @@ def bench(spec_path, name, subnet, seconds, connections, keep):
     return r
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--spec", help="lab spec (default lab/specs/farm.yaml)")
-    parser.add_argument("--name", default=NAME, help=f"lab name (default {NAME})")
-    parser.add_argument("--subnet", default=SUBNET, help=f"lab subnet (default {SUBNET})")
-    parser.add_argument("--seconds", type=int, default=15, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=16, help="wrk's connections")
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the lab needs root")
-    r = bench(args.spec, args.name, args.subnet, args.seconds, args.connections, args.keep)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
+def report(r):
     print(f"wrk, {r['connections']} connections, {r['seconds']} s per run; app host uWSGI "
           f"tuned: {r['tuning']['processes']} processes x {r['tuning']['threads']} threads; "
           f"machine load {r['load_1min_after']} after")
@@ -220,7 +206,14 @@ def main(argv=None):
               f"{m['requests']:9d}")
     for key, value in r["ratios"].items():
         print(f"{key}: {value}")
-    return 0
+
+
+def main(argv=None):
+    p = bench.parser(__doc__, lab=(NAME, SUBNET), spec=True)
+    p.add_argument("--seconds", type=int, default=15, help="seconds per run")
+    p.add_argument("--connections", type=int, default=16, help="wrk's connections")
+    return bench.main(
+        p, lambda a: run(a.spec, a.name, a.subnet, a.seconds, a.connections, a.keep), report, argv)
 
 
 if __name__ == "__main__":
