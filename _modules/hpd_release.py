@@ -255,11 +255,25 @@ def _prunable(releases, keep, protected):
     return [r for r in releases[:max(0, len(releases) - keep)] if r not in protected]
 
 
+def _unused_venvs(root):
+    """The virtualenvs under ``<root>/venvs`` no release's ``venv`` link points
+    to (releases share one per requirements: a venv outlives the release that
+    built it while a newer release still uses it)."""
+    base = os.path.join(root, "venvs")
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    linked = {os.path.realpath(os.path.join(root, "releases", r, "venv")) for r in _releases(root)}
+    return sorted(n for n in names if os.path.realpath(os.path.join(base, n)) not in linked)
+
+
 def prune(keep=5, protect=()):
     """
     Remove this host's oldest releases so that the newest ``keep`` remain;
     never the release ``current`` points to nor any in ``protect`` (the deploy's
-    previous release). Returns the releases removed.
+    previous release); then the virtualenvs no remaining release uses. Returns
+    what it removed: ``{"releases": [...], "venvs": [...]}``.
 
     CLI Example:
 
@@ -272,7 +286,10 @@ def prune(keep=5, protect=()):
     removed = _prunable(_releases(root), keep, {serving, *protect})
     for name in removed:
         shutil.rmtree(os.path.join(root, "releases", name))
-    return removed
+    venvs = _unused_venvs(root)
+    for name in venvs:
+        shutil.rmtree(os.path.join(root, "venvs", name))
+    return {"releases": removed, "venvs": venvs}
 
 
 def _push_target(cdn, peers, site, static_url):

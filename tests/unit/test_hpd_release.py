@@ -226,6 +226,19 @@ def test_prunable_keeps_the_newest_and_the_protected(pure, keep, protected, remo
     assert pure._prunable(["main", "r2", "r3", "r4"], keep, protected) == removed
 
 
+def test_unused_venvs_are_those_no_release_links_to(pure, tmp_path):
+    (tmp_path / "venvs").mkdir()
+    for venv in ("python3.11-old", "python3.11-shared", "python3.11-new", "python3.11-partial"):
+        (tmp_path / "venvs" / venv).mkdir()
+    for release, venv in (("r1", "python3.11-shared"), ("r2", "python3.11-shared"),
+                          ("r3", "python3.11-new")):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "venv").symlink_to(tmp_path / "venvs" / venv)
+    (tmp_path / "releases" / "r4").mkdir()  # a checkout whose venv step has not run
+    assert pure._unused_venvs(tmp_path) == ["python3.11-old", "python3.11-partial"]
+    assert pure._unused_venvs(tmp_path / "nothing-here") == []
+
+
 @pytest.mark.parametrize("keep", [0, -1, "5", None])
 def test_prunable_refuses_a_bad_keep_naming_the_key(pure, keep):
     with pytest.raises(SaltInvocationError, match="deploy:keep"):
