@@ -2,7 +2,8 @@
     previous release (the one made before the release it serves), or to the
     release deploy:release names, with orch.deploy's sequence: app hosts one
     batch at a time drained, switched, chain-reloaded, health-gated, back in
-    the pool; then the workers.
+    the pool; then the workers. A host that fails its move (its health gate
+    above all) stops the rollback there, out of the pool, for an operator.
 
       salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"} }']
 
@@ -29,7 +30,8 @@
 
 {{ notify('rollback-batch-' ~ n ~ '-' ~ loop.index ~ '-notify', plan, 'step',
           step='rollback batch ' ~ n, comment=(group | join(', ')) ~ ' to ' ~ release) }}
-{{ move('rollback-batch-' ~ n ~ '-' ~ loop.index, plan, group, release, timeout) }}
+{{ move('rollback-batch-' ~ n ~ '-' ~ loop.index, plan, group, release, timeout,
+        failhard=True) }}
 {%-   endfor %}
 {%- endfor %}
 {%- set targets = [] %}
@@ -48,6 +50,7 @@ rollback-workers-{{ loop.index }}:
     - tgt_type: list
     - sls: [site.switch, worker.restart]
     - pillar: {{ {'deploy': dict(release=release)} | json }}
+    - failhard: True
 {%- endfor %}
 
 rollback-release-logged:

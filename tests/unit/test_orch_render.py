@@ -1,0 +1,86 @@
+"""orch/deploy.sls and orch/rollback.sls rendered by Salt's own Jinja renderer
+with a plan as hpd_deploy.plan returns it: the requisites that make a failed
+batch roll back (deploy) or stop (rollback), and a dry run's states."""
+
+import json
+
+import pytest
+import salt.utils.templates
+import salt.utils.yaml
+from conftest import local_opts
+from test_hpd import REPO
+
+PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["worker1"],
+        "lb": ["lb"], "port": 8000, "release": "20261130T075527Z-4f6a0c2e9b1d",
+        "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "who": "alice",
+        "batches": [["app1"], ["app2"]],
+        "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
+
+
+def render(tmp_path, sls, pillar, test=False):
+    opts = local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, test=test)
+    calls = []
+
+    def runner(name, kwarg=None):
+        calls.append((name, kwarg))
+        return PLAN
+
+    funcs = {"saltutil.runner": runner,
+             "pillar.get": lambda key, default=None: pillar.get(key, default)}
+    out = salt.utils.templates.JINJA(str(REPO / "orch" / f"{sls}.sls"), to_str=True, opts=opts,
+                                     saltenv="base", sls=f"orch.{sls}", grains={},
+                                     pillar=pillar, salt=funcs)
+    assert out["result"], out["data"]
+    assert [name for name, _ in calls] == ["hpd_deploy.plan"]
+    return salt.utils.yaml.safe_load(out["data"]), calls[0][1]
+
+
+def args(state):
+    """A state's arguments ({name: value}) from its list of one-key dicts."""
+    (fun, body), = state.items()
+    return fun, {k: v for item in body for k, v in item.items()}
+
+
+def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
+    states, kwarg = render(tmp_path, "deploy", {"deploy": {"rev": "main"}})
+    assert kwarg == {"rev": "main", "env": None, "batch": 1}
+    # The second batch failing moves app1 and app2 back to their previous release.
+    _, back = args(states["deploy-batch-2-rollback-app1-switch"])
+    assert back["pillar"] == {"deploy": {"release": "r-old"}}
+    onfail = {next(iter(r.values())) for r in back["onfail"]}
+    assert onfail == {"deploy-batch-2-switch", "deploy-batch-2-health",
+                      "deploy-batch-2-drain-app2", "deploy-batch-2-ready-app2"}
+    fun, failed = args(states["deploy-batch-2-failed"])
+    assert fun == "test.fail_without_changes" and failed["failhard"] is True
+    # A batch's own move never stops the orchestration: its rollback must run.
+    assert "failhard" not in args(states["deploy-batch-1-health"])[1]
+    assert args(states["deploy-migrate"])[1]["tgt"] == "app1"
+
+
+def test_a_rollbacks_failed_move_stops_it(tmp_path):
+    states, kwarg = render(tmp_path, "rollback", {"deploy": {}})
+    assert kwarg["rollback"] is True
+    for step in ("switch", "health", "drain-app1", "ready-app1"):
+        assert args(states[f"rollback-batch-1-1-{step}"])[1]["failhard"] is True, step
+    assert args(states["rollback-workers-1"])[1]["failhard"] is True
+
+
+def test_a_dry_run_changes_no_host(tmp_path):
+    states, _ = render(tmp_path, "deploy", {"deploy": {"rev": "main"}}, test=True)
+    touching = {"salt.state", "salt.function"}
+    for sid, state in states.items():
+        fun, body = args(state)
+        if fun not in touching:
+            continue
+        # Only the checkout runs (as test=True, by the orchestration's own test
+        # flag), and the audit/housekeeping calls Salt skips in a dry run.
+        assert sid in {"deploy-checkout", "deploy-release-logged", "deploy-marked",
+                       "deploy-pruned"}, (sid, json.dumps(body))
+
+
+@pytest.mark.parametrize("sls", ["deploy", "rollback"])
+def test_every_state_is_one_function_call(tmp_path, sls):
+    pillar = {"deploy": {"rev": "main"}} if sls == "deploy" else {"deploy": {}}
+    states, _ = render(tmp_path, sls, pillar)
+    for sid, state in states.items():
+        assert len(state) == 1, sid
