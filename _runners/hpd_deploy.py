@@ -546,7 +546,7 @@ def _hosts(facts, env):
         raise SaltInvocationError(f"deploy:env {env!r} has no app host (app hosts are in "
                                   f"{', '.join(envs) or 'none'})")
     roles = {role: sorted(h for h, f in known.items() if f["env"] == env and role in f["roles"])
-             for role in ("app", "worker", "lb")}
+             for role in ("app", "worker", "lb", "varnish")}
     sites = sorted({known[h]["site"] for h in roles["app"] + roles["worker"]})
     if len(sites) != 1:
         raise SaltInvocationError(f"the app and worker hosts of {env} run sites {sites}: one "

@@ -133,6 +133,26 @@ deploy-workers:
     - failhard: True
 {%- endif %}
 
+{#- The site's error page of the new release, where Varnish serves it when no
+    app host answers: rendered on the app hosts and published to the mine
+    (salt/varnish/error_page.sls), then written on the varnish hosts. #}
+{%- if plan.varnish and not dry %}
+
+deploy-error-page-published:
+  salt.state:
+    - tgt: {{ plan.app | json }}
+    - tgt_type: list
+    - sls: varnish.error_page
+
+deploy-error-page-served:
+  salt.state:
+    - tgt: {{ plan.varnish | json }}
+    - tgt_type: list
+    - sls: varnish
+    - require:
+      - salt: deploy-error-page-published
+{%- endif %}
+
 {#- Audit and housekeeping. #}
 deploy-release-logged:
   salt.function:

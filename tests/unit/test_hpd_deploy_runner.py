@@ -413,7 +413,8 @@ def facts(env, roles, current="r1", releases=("r0", "r1")):
 
 FARM = {
     "app2": facts("dev", ["common", "app"]), "app1": facts("dev", ["common", "app"]),
-    "worker1": facts("dev", ["common", "worker"]), "lb": facts("dev", ["common", "lb"]),
+    "worker1": facts("dev", ["common", "worker"]),
+    "lb": facts("dev", ["common", "lb", "varnish"]),
     "db": facts("dev", ["common", "db"]), "papp": facts("prod", ["common", "app"]),
     "broken": "'hpd_release.facts' is not available.",
 }
@@ -422,7 +423,7 @@ FARM = {
 def test_hosts_of_the_environment_by_role(hd):
     assert hd._hosts(FARM, "dev") == {
         "site": "example", "env": "dev", "port": 8000, "static_dir": "collected_static",
-        "app": ["app1", "app2"], "worker": ["worker1"], "lb": ["lb"]}
+        "app": ["app1", "app2"], "worker": ["worker1"], "lb": ["lb"], "varnish": ["lb"]}
 
 
 @pytest.mark.parametrize("env, message", [

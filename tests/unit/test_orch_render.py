@@ -11,7 +11,7 @@ from conftest import local_opts
 from test_hpd import REPO
 
 PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["worker1"],
-        "lb": ["lb"], "port": 8000, "release": "20261130T075527Z-4f6a0c2e9b1d",
+        "lb": ["lb"], "varnish": ["lb"], "port": 8000, "release": "20261130T075527Z-4f6a0c2e9b1d",
         "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "who": "alice",
         "batches": [["app1"], ["app2"]],
         "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
@@ -55,6 +55,11 @@ def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
     # A batch's own move never stops the orchestration: its rollback must run.
     assert "failhard" not in args(states["deploy-batch-1-health"])[1]
     assert args(states["deploy-migrate"])[1]["tgt"] == "app1"
+    # The new release's error page reaches Varnish after the switch.
+    assert args(states["deploy-error-page-published"])[1]["sls"] == "varnish.error_page"
+    served = args(states["deploy-error-page-served"])[1]
+    assert served["tgt"] == ["lb"] and served["require"] == [
+        {"salt": "deploy-error-page-published"}]
 
 
 def test_a_rollbacks_failed_move_stops_it(tmp_path):
