@@ -7,7 +7,7 @@
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
     host, default 5), health_timeout (seconds, default 120). orch/README.md
     describes the steps. #}
-{%- from "orch/release.jinja" import get_plan, notify, move, would with context %}
+{%- from "orch/release.jinja" import get_plan, notify, move, would, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set batch = deploy.get('batch', 1) %}
 {%- set keep = deploy.get('keep', 5) %}
@@ -133,24 +133,8 @@ deploy-workers:
     - failhard: True
 {%- endif %}
 
-{#- The site's error page of the new release, where Varnish serves it when no
-    app host answers: rendered on the app hosts and published to the mine
-    (salt/varnish/error_page.sls), then written on the varnish hosts. #}
-{%- if plan.varnish and not dry %}
-
-deploy-error-page-published:
-  salt.state:
-    - tgt: {{ plan.app | json }}
-    - tgt_type: list
-    - sls: varnish.error_page
-
-deploy-error-page-served:
-  salt.state:
-    - tgt: {{ plan.varnish | json }}
-    - tgt_type: list
-    - sls: varnish
-    - require:
-      - salt: deploy-error-page-published
+{%- if not dry %}
+{{ error_page('deploy', plan) }}
 {%- endif %}
 
 {#- Audit and housekeeping. #}

@@ -2,13 +2,14 @@
     previous release (the one made before the release it serves), or to the
     release deploy:release names, with orch.deploy's sequence: app hosts one
     batch at a time drained, switched, chain-reloaded, health-gated, back in
-    the pool; then the workers. A host that fails its move (its health gate
-    above all) stops the rollback there, out of the pool, for an operator.
+    the pool; then the workers, and that release's error page to Varnish. A
+    host that fails its move (its health gate above all) stops the rollback
+    there, out of the pool, for an operator.
 
       salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"} }']
 
     pillar deploy: release, env, batch, health_timeout (as orch.deploy). #}
-{%- from "orch/release.jinja" import get_plan, notify, move with context %}
+{%- from "orch/release.jinja" import get_plan, notify, move, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set timeout = deploy.get('health_timeout', 120) %}
 {%- set plan = get_plan({'release': deploy.get('release'), 'env': deploy.get('env'),
@@ -52,6 +53,8 @@ rollback-workers-{{ loop.index }}:
     - pillar: {{ {'deploy': dict(release=release)} | json }}
     - failhard: True
 {%- endfor %}
+
+{{ error_page('rollback', plan) }}
 
 rollback-release-logged:
   salt.function:

@@ -68,6 +68,7 @@ def test_a_rollbacks_failed_move_stops_it(tmp_path):
     for step in ("switch", "health", "drain-app1", "ready-app1"):
         assert args(states[f"rollback-batch-1-1-{step}"])[1]["failhard"] is True, step
     assert args(states["rollback-workers-1"])[1]["failhard"] is True
+    assert args(states["rollback-error-page-served"])[1]["tgt"] == ["lb"]
 
 
 def test_a_dry_run_changes_no_host(tmp_path):
