@@ -197,6 +197,11 @@ class Outcome:
     error: str | None = None
 
     @property
+    def pending(self):
+        """Sent and not answered yet (nor failed)."""
+        return self.status is None and self.error is None
+
+    @property
     def failed(self):
         return self.error is not None or not 200 <= self.status < 400
 

@@ -141,7 +141,7 @@ class SiteLoad:
 
     def attempts(self, kind):
         return [(not o.failed, self.started + o.sent)
-                for o in list(self.load.outcomes) if o.kind == kind]
+                for o in list(self.load.outcomes) if o.kind == kind and not o.pending]
 
     def failures(self, kind):
         """{cause: count} of ``kind``'s failed requests."""

@@ -319,3 +319,8 @@ def test_summarize_counts_per_period_and_overall(lg):
 def test_bad_urls_are_refused(lg, url):
     with pytest.raises(ValueError, match="url must be"):
         lg.Target(url)
+
+
+def test_a_request_in_flight_is_pending_neither_failed_nor_answered(lg):
+    assert outcome(lg, 0.0, status=None).pending
+    assert not outcome(lg, 0.1).pending and not outcome(lg, 0.1, status=None, error="x").pending
