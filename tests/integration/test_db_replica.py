@@ -368,8 +368,8 @@ def test_failover_drill(lab, farm, psql_on, site_user):
         f"{name} {at - stopped:.1f}" for name, at in step_ends(steps, replica)))
     measured = [(f"database writes from {app}, {load.name}", load.attempts(), None)
                 for load in loads]
-    measured += [(f"site {kind}s through the lb", site.attempts(kind), site.failures(kind))
-                 for kind in ("login", "anonymous")]
+    measured += [(f"site {name} through the lb", site.attempts(kind), site.failures(kind))
+                 for kind, name in (("login", "logins"), ("anonymous", "anonymous pages"))]
     for name, attempts, causes in measured:
         windows = failed_windows(attempts)
         failed = sum(not ok for ok, _ in attempts)
