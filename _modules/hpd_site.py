@@ -77,13 +77,24 @@ def django_settings(site, db, peers, cache, twemproxy, hosts):
     db
         pillar ``db`` with its defaults, its password unmasked.
     peers
-        pillar ``hpd:peers``: the first db host is the database, the cache
-        hosts hold memcached (through the local twemproxy) and the broker.
+        pillar ``hpd:peers``: the database is on the db host (the primary)
+        and the db_replica hosts; the cache hosts hold memcached (through the
+        local twemproxy) and the broker.
     cache, twemproxy
         pillars ``cache`` and ``twemproxy`` with their defaults.
     hosts
         this host's own names and address, which the load balancer's and the
         deploy's health checks use (besides the site's domains).
+
+    ``DATABASES`` names every database host of the environment, the db
+    hosts then the db_replica hosts, in one libpq multi-host ``HOST`` with
+    ``target_session_attrs=read-write``: each new connection tries them in
+    turn (``connect_timeout`` each) and keeps the one that takes writes, so
+    once orch.db_failover promotes a replica the site finds it before the
+    orchestration repoints it (the fenced old primary never takes writes).
+    ``CONN_HEALTH_CHECKS`` makes a persistent connection (``CONN_MAX_AGE``)
+    that died with the old primary be replaced at the next request instead
+    of failing it.
 
     Missing pieces raise an error naming the pillar key to set.
     """
@@ -98,8 +109,8 @@ def django_settings(site, db, peers, cache, twemproxy, hosts):
     if not db["password"]:
         raise SaltInvocationError(
             "pillar db:password is required on app and worker hosts (secrets/<env>/db.sls)")
-    db_hosts = sorted(peers.get("db") or [])
-    if not db_hosts:
+    primaries = sorted(peers.get("db") or [])
+    if not primaries:
         raise SaltInvocationError("pillar hpd:peers:db is empty: no db host in this environment")
     if not (cache["memcached"]["enabled"] and peers.get("cache")):
         raise SaltInvocationError(
@@ -121,10 +132,12 @@ def django_settings(site, db, peers, cache, twemproxy, hosts):
                 "NAME": db["name"],
                 "USER": db["user"],
                 "PASSWORD": db["password"],
-                "HOST": db_hosts[0],
+                "HOST": ",".join(primaries + sorted(peers.get("db_replica") or [])),
                 "PORT": POSTGRESQL_PORT,
                 "CONN_MAX_AGE": site["conn_max_age"],
-                "OPTIONS": {"connect_timeout": site["db_connect_timeout"]},
+                "CONN_HEALTH_CHECKS": True,
+                "OPTIONS": {"connect_timeout": site["db_connect_timeout"],
+                            "target_session_attrs": "read-write"},
             }
         },
         "CACHES": {

@@ -9,7 +9,10 @@ in the latencies) instead of slowing the client down with it. Each request is a
 new connection (``Connection: close``), so every request's outcome is its own:
 no retry on a reused connection hides a failure. A share of the requests is a
 logged-in visitor's (the session cookie :func:`login` got, to ``--logged-in-path``),
-the rest anonymous (no cookie, to the URL's path).
+a share logins (each one posts the :class:`LoginForm` again: Django writes a
+session and the user's last_login, so these are the load's database writes, and
+one succeeds only when a session cookie comes back), the rest anonymous (no
+cookie, to the URL's path).
 
 Each request's outcome is recorded: when it was sent, its latency (to the last
 byte of the answer), its status or error, and the period it was sent in (the
@@ -140,10 +143,29 @@ def _cookies(response, jar):
     return jar
 
 
-async def login(target, username, password, path="/accounts/login/"):
-    """Log in as Django's LoginView expects (its CSRF cookie and form token, a
-    Referer and Origin on https) and return the cookies, ``sessionid`` among
-    them. LoginFailed when no session comes back."""
+@dataclasses.dataclass(frozen=True)
+class LoginForm:
+    """Django's login form filled in, to post as often as wanted: the CSRF
+    cookie and form token of one GET stay valid together."""
+
+    path: str
+    cookies: dict
+    body: bytes
+
+    async def post(self, target, timeout=TIMEOUT):
+        """One login (as Django's LoginView expects: a Referer and Origin on
+        https): the answer and its cookies over the form's, ``sessionid``
+        among them when it succeeded."""
+        answer = await request(target, self.path, "POST", cookies=self.cookies, body=self.body,
+                               timeout=timeout, headers={
+                                   "Content-Type": "application/x-www-form-urlencoded",
+                                   "Referer": target.origin + self.path,
+                                   "Origin": target.origin})
+        return answer, _cookies(answer, dict(self.cookies))
+
+
+async def login_form(target, username, password, path="/accounts/login/"):
+    """The :class:`LoginForm` of ``path`` for these credentials (its GET)."""
     page = await request(target, path)
     jar = _cookies(page, {})
     found = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.body)
@@ -151,10 +173,14 @@ async def login(target, username, password, path="/accounts/login/"):
         raise LoginFailed(f"GET {path}: HTTP {page.status}, no CSRF cookie and token")
     form = urllib.parse.urlencode({"username": username, "password": password,
                                    "csrfmiddlewaretoken": found.group(1).decode()}).encode()
-    answer = await request(target, path, "POST", cookies=jar, body=form, headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Referer": target.origin + path, "Origin": target.origin})
-    _cookies(answer, jar)
+    return LoginForm(path, jar, form)
+
+
+async def login(target, username, password, path="/accounts/login/"):
+    """Log in and return the cookies, ``sessionid`` among them. LoginFailed
+    when no session comes back."""
+    form = await login_form(target, username, password, path)
+    answer, jar = await form.post(target)
     if "sessionid" not in jar:
         raise LoginFailed(f"POST {path}: HTTP {answer.status}, no session")
     return jar
@@ -165,10 +191,15 @@ class Outcome:
     sent: float        # seconds since the load started
     lag: float         # seconds late against its schedule (the client's own delay)
     latency: float     # seconds to the whole answer, or to the error
-    kind: str          # anonymous | logged-in
+    kind: str          # anonymous | logged-in | login
     period: str
     status: int | None = None
     error: str | None = None
+
+    @property
+    def pending(self):
+        """Sent and not answered yet (nor failed)."""
+        return self.status is None and self.error is None
 
     @property
     def failed(self):
@@ -177,19 +208,27 @@ class Outcome:
 
 class Load:
     """A steady load on ``target``: ``rate`` requests per second, a share
-    ``logged_in_share`` of them with ``cookies`` to ``logged_in_path``."""
+    ``logged_in_share`` of them with ``cookies`` to ``logged_in_path``, a share
+    ``login_share`` posts of ``form`` (a :class:`LoginForm`)."""
 
     def __init__(self, target, rate, cookies=None, logged_in_share=0.0,
-                 logged_in_path="/account/", timeout=TIMEOUT, max_in_flight=MAX_IN_FLIGHT):
+                 logged_in_path="/account/", timeout=TIMEOUT, max_in_flight=MAX_IN_FLIGHT,
+                 form=None, login_share=0.0):
         if rate <= 0:
             raise ValueError("rate must be positive")
         if logged_in_share and not cookies:
             raise ValueError("logged-in requests need the cookies of a login")
+        if login_share and not form:
+            raise ValueError("logins need a login form")
+        if logged_in_share + login_share > 1:
+            raise ValueError("the logged-in and login shares add up to more than 1")
         self.target, self.rate, self.cookies = target, rate, cookies
         self.share, self.logged_in_path = logged_in_share, logged_in_path
+        self.form, self.login_share = form, login_share
         self.timeout, self.max_in_flight = timeout, max_in_flight
         self.outcomes, self.marks, self.in_flight, self.peak = [], [], 0, 0
-        self._start, self._count = None, 0
+        self._start, self._stopped = None, False
+        self._kinds = {"login": 0, "logged-in": 0, "anonymous": 0}
 
     def _now(self):
         return time.monotonic() - self._start
@@ -205,12 +244,18 @@ class Load:
                 label = name
         return label
 
-    def _logged_in(self, i):
-        return math.floor((i + 1) * self.share) > math.floor(i * self.share)
+    def _kind(self):
+        """The next request's kind: the one furthest behind its share (of n
+        requests, each kind's count stays within 1 of n x its share)."""
+        shares = {"login": self.login_share, "logged-in": self.share,
+                  "anonymous": 1 - self.login_share - self.share}
+        n = sum(self._kinds.values()) + 1
+        kind = max(shares, key=lambda k: shares[k] * n - self._kinds[k])
+        self._kinds[kind] += 1
+        return kind
 
-    async def _one(self, i, scheduled):
+    async def _one(self, kind, scheduled):
         sent = self._now()
-        kind = "logged-in" if self._logged_in(i) else "anonymous"
         outcome = Outcome(sent, max(0.0, sent - scheduled), 0.0, kind, self._period(sent))
         self.outcomes.append(outcome)
         if self.in_flight >= self.max_in_flight:
@@ -219,32 +264,42 @@ class Load:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            if kind == "logged-in":
+            if kind == "login":
+                answer, jar = await self.form.post(self.target, self.timeout)
+            elif kind == "logged-in":
                 answer = await request(self.target, self.logged_in_path, cookies=self.cookies,
                                        timeout=self.timeout)
             else:
                 answer = await request(self.target, self.target.path, timeout=self.timeout)
             outcome.status = answer.status
+            if kind == "login" and "sessionid" not in jar and not outcome.failed:
+                outcome.error = f"no session (HTTP {answer.status})"
         except (OSError, ValueError, IndexError) as exc:  # TimeoutError is an OSError
             outcome.error = f"{type(exc).__name__}: {exc}"
         finally:
             outcome.latency = self._now() - sent
             self.in_flight -= 1
 
+    def stop(self):
+        """Send no more requests (:meth:`run` returns once those sent are
+        done); from any thread."""
+        self._stopped = True
+
     async def run(self, duration):
-        """Send ``rate x duration`` requests on schedule; return when every one
-        is answered or has failed."""
+        """Send ``rate x duration`` requests on schedule, or until :meth:`stop`;
+        return when every one is answered or has failed."""
         if self._start is None:
             self._start = time.monotonic()
         begin = self._now()
         tasks = []
         for i in range(int(round(duration * self.rate))):
+            if self._stopped:
+                break
             scheduled = begin + i / self.rate
             delay = scheduled - self._now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(self._count, scheduled)))
-            self._count += 1
+            tasks.append(asyncio.create_task(self._one(self._kind(), scheduled)))
         await asyncio.gather(*tasks)
 
     def report(self):
@@ -261,7 +316,8 @@ def percentile(values, q):
 
 def summarize(outcomes, slow=SLOW):
     """Per period (and ``all``): requests, failures (by status or error), slow
-    requests (over ``slow`` s), latency p50/p99/max (s), the logged-in share and
+    requests (over ``slow`` s), latency p50/p99/max (s), the logged-in and login
+    requests and
     the client's worst lag against its schedule."""
     periods = {}
     for outcome in outcomes:
@@ -281,6 +337,7 @@ def summarize(outcomes, slow=SLOW):
             "failed_by": causes,
             "slow": sum(1 for o in group if o.latency > slow),
             "logged_in": sum(1 for o in group if o.kind == "logged-in"),
+            "logins": sum(1 for o in group if o.kind == "login"),
             "p50": percentile(latencies, 50),
             "p99": percentile(latencies, 99),
             "max": max(latencies),

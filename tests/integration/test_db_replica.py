@@ -1,14 +1,19 @@
 """The db_replica role and orch.db_failover on the lab's db (primary) and db2
 (replica) hosts: db2 streams from db through its slot after the shared first
-highstate; the failover drill (a light write load from app1, the primary
-stopped, orch.db_failover, writes back on db2, the old primary fenced); then the
-way back. Whatever a test leaves, the module puts the lab back as the inventory
+highstate; the failover drill (the site under a light load through the lb,
+logins that write, and database writes from app1; the primary stopped,
+orch.db_failover, writes back on db2, the old primary fenced); then the way
+back. Whatever a test leaves, the module puts the lab back as the inventory
 has it (db primary with a backup of its timeline, db2 its replica, no
 db_primary.yaml) for the tests after it (`fail_back`)."""
 
+import asyncio
 import datetime
 import json
+import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,9 @@ import test_db
 import yaml
 from conftest import settled
 from hpdlab.util import VENV
+from hpdlab.web import DOMAIN
 from test_db import PASSWORD, sql
+from test_edge import MANAGE
 from test_secrets import secrets_in_job_cache
 
 pytestmark = pytest.mark.lab
@@ -26,6 +33,10 @@ pytestmark = pytest.mark.lab
 db, psql_on = test_db.db, test_db.psql_on
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import loadgen  # noqa: E402
+
 REPLICATION = yaml.safe_load((REPO / "pillar/secrets/dev/db_replica.sls").read_text())
 REPLICATION_PASSWORD = REPLICATION["db_replica"]["replication_password"]
 SERVICE = "postgresql@15-main"
@@ -61,15 +72,15 @@ PEERS = from_peers('",".join(p["db"] + p.get("db_replica", []))')
 INSERT = "-c 'INSERT INTO failover_probe DEFAULT VALUES'"
 
 #: Writes through the site's database credentials (user hpd, its password in
-#: root's 0600 pgpass on the app host), the ways a site can find the primary:
+#: root's 0600 pgpass on the app host) beside the site's load, the two ways a
+#: client can find the primary, side by side in one drill:
 #: - `repointed`: the host pillar names, looked up again after a failure, as
-#:   a site that orch.db_failover repoints (its highstate of the app hosts);
+#:   a site with only the primary in DATABASES that orch.db_failover repoints
+#:   (the site itself is repointed later still: by the app hosts' highstate);
 #: - `multi-host`: every database host of the environment in one libpq
-#:   connection string with target_session_attrs=read-write: each connection
-#:   finds the primary by itself, no repointing needed (the fenced old
-#:   primary never takes writes).
-#: Once the site runs on the app hosts, a POST to it through the lb makes the
-#: same measurement (a Writes with no after_failure: the site repoints itself).
+#:   connection string with target_session_attrs=read-write, as the site's
+#:   DATABASES (hpd_site.django_settings): each connection finds the primary
+#:   by itself (the fenced old primary never takes writes).
 DB_WRITES = (
     Writes("repointed", setup=f"primary() {{ {LOOKUP}; }}; h=$(primary)",
            write=f"PGCONNECT_TIMEOUT=2 psql -XAtq -h \"$h\" -U hpd -d hpd -w {INSERT}",
@@ -103,6 +114,54 @@ class WriteLoad:
         """[(succeeded, unix time)] in order."""
         out = self.lab.exec(self.host, "cat", self.log, check=False).stdout
         return [(s == "ok", float(t)) for s, t in (line.split() for line in out.splitlines())]
+
+
+class SiteLoad:
+    """A light load on the site through the lb, from this machine
+    (benchmarks/loadgen.py in a thread of its own): ``rate`` requests/s, a share
+    ``login_share`` of them logins as ``user`` (each writes a session and the
+    user's last_login), the rest the anonymous page. :meth:`attempts` as
+    WriteLoad's, per kind, in seconds since the epoch."""
+
+    LIMIT = 900  # s: the load stops by itself at the latest
+
+    def __init__(self, address, user, password, rate=2, login_share=0.5):
+        target = loadgen.Target(f"https://{DOMAIN}/", address)
+        form = asyncio.run(loadgen.login_form(target, user, password))
+        self.load = loadgen.Load(target, rate, form=form, login_share=login_share)
+        self.thread = threading.Thread(target=asyncio.run, args=(self.load.run(self.LIMIT),))
+
+    def start(self):
+        self.started = time.time()
+        self.thread.start()
+
+    def stop(self):
+        self.load.stop()
+        self.thread.join(timeout=60)
+
+    def attempts(self, kind):
+        return [(not o.failed, self.started + o.sent)
+                for o in list(self.load.outcomes) if o.kind == kind and not o.pending]
+
+    def failures(self, kind):
+        """{cause: count} of ``kind``'s failed requests."""
+        causes = {}
+        for o in list(self.load.outcomes):
+            if o.kind == kind and o.failed:
+                cause = o.error or f"HTTP {o.status}"
+                causes[cause] = causes.get(cause, 0) + 1
+        return causes
+
+
+@pytest.fixture
+def site_user(lab):
+    """A user of the site for the drill's logins; its name and password.
+    Deleted afterwards."""
+    app, name, password = lab.hosts_with("app")[0], "failover-drill", uuid.uuid4().hex
+    lab.exec(app, "env", f"HPD_USER_PASSWORD={password}", MANAGE, "ensure_user", name)
+    yield name, password
+    lab.exec(app, MANAGE, "shell", "-c", "from django.contrib.auth.models import User; "
+             f"User.objects.filter(username='{name}').delete()", check=False)
 
 
 def failed_windows(attempts):
@@ -273,7 +332,7 @@ def test_the_primary_drops_the_slots_no_replica_uses(lab, farm):
                      "WHERE slot_name IN ('hpd_gone', 'other_tool')")
 
 
-def test_failover_drill(lab, farm, psql_on):
+def test_failover_drill(lab, farm, psql_on, site_user):
     db, replica = farm
     app = psql_on[0]
     hpd_sql(lab, db, "CREATE TABLE failover_probe (id serial PRIMARY KEY, "
@@ -285,34 +344,45 @@ def test_failover_drill(lab, farm, psql_on):
     assert lab.exec(app, "sh", "-c", LOOKUP).stdout.strip() == db
     assert lab.exec(app, "sh", "-c", PEERS).stdout.strip() == f"{db},{replica}"
     loads = [WriteLoad(lab, app, writes) for writes in DB_WRITES]
-    for load in loads:
+    site = SiteLoad(lab.address(lab.hosts_with("lb")[0]), *site_user)
+    for load in [*loads, site]:
         load.start()
     try:
         wait_for("writes on the primary", lambda: all(
-            sum(ok for ok, _ in load.attempts()) >= 10 for load in loads))
+            sum(ok for ok, _ in attempts) >= 10
+            for attempts in [*(load.attempts() for load in loads), site.attempts("login")]))
         stopped = time.time()
         lab.exec(db, "systemctl", "stop", SERVICE)
         steps = failover(lab)
+        done = time.time()
         wait_for("writes on the promoted replica", lambda: all(
-            any(ok and at > stopped for ok, at in load.attempts()) for load in loads),
+            any(ok and at > stopped for ok, at in attempts)
+            for attempts in [*(load.attempts() for load in loads), site.attempts("login")]),
             timeout=180)
         time.sleep(5)  # writes keep succeeding after the orchestration's last step
     finally:
-        for load in loads:
+        for load in [*loads, site]:
             load.stop()
         lab.exec(app, "rm", "-f", "/root/.pgpass")
     print("\nfailover drill, seconds after the primary stopped: " + ", ".join(
         f"{name} {at - stopped:.1f}" for name, at in step_ends(steps, replica)))
-    oks = 0
-    for load in loads:
-        attempts = load.attempts()
+    measured = [(f"database writes from {app}, {load.name}", load.attempts(), None)
+                for load in loads]
+    measured += [(f"site {name} through the lb", site.attempts(kind), site.failures(kind))
+                 for kind, name in (("login", "logins"), ("anonymous", "anonymous pages"))]
+    for name, attempts, causes in measured:
         windows = failed_windows(attempts)
-        assert windows, f"{load.name}: no write failed: the primary was not stopped"
-        assert attempts[-1][0], f"{load.name}: the last write failed"
-        oks += sum(ok for ok, _ in attempts)
-        print(f"  {load.name}: writes failed for {sum(b - a for a, b in windows):.1f} s in "
-              f"{len(windows)} window(s) ({sum(not ok for ok, _ in attempts)} failed attempts, "
-              f"{sum(ok for ok, _ in attempts)} succeeded)")
+        failed = sum(not ok for ok, _ in attempts)
+        print(f"  {name}: failed for {sum(b - a for a, b in windows):.1f} s in "
+              f"{len(windows)} window(s) ("
+              + ", ".join(f"{a - stopped:.1f}-{b - stopped:.1f}" for a, b in windows)
+              + f"), {failed} of {len(attempts)} failed"
+              + (f": {causes}" if causes else ""))
+        # Writes succeed again after the orchestration, to the end.
+        assert any(ok for ok, at in attempts if at > done), f"{name}: none after the failover"
+        assert attempts[-1][0], f"{name}: the last one failed"
+    for name, attempts, _ in measured[:-1]:  # the anonymous page may come from Varnish
+        assert failed_windows(attempts), f"{name}: no write failed: the primary was not stopped"
 
     # The orchestration put no secret in the master's job cache.
     assert secrets_in_job_cache(lab, since=stopped) == []
@@ -323,8 +393,12 @@ def test_failover_drill(lab, farm, psql_on):
                              "WHERE pending_restart") == ""
     assert lab.salt(app, "pillar.get", "hpd:peers:db", "unmask=True")[app] == [replica]
     assert roles(lab, replica) == ["db"]
-    # Every write the loads saw succeed is there.
+    # Every write the loads saw succeed is there, and the site's last login.
+    oks = sum(ok for load in loads for ok, _ in load.attempts())
     assert int(hpd_sql(lab, replica, "SELECT count(*) FROM failover_probe").stdout) >= oks
+    last_login = hpd_sql(lab, replica, "SELECT extract(epoch FROM last_login) FROM auth_user "
+                                       f"WHERE username = '{site_user[0]}'").stdout
+    assert float(last_login) > done
     # Its own repository holds a backup of its timeline: restores reach the
     # writes it takes from now on.
     assert lab.salt(replica, "hpd_backup.pitr_base_current")[replica] is True

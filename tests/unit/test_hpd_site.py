@@ -38,7 +38,8 @@ def test_the_settings_file_from_default_pillars():
         "DATABASES": {"default": {
             "ENGINE": "django.db.backends.postgresql", "NAME": "hpd", "USER": "hpd",
             "PASSWORD": PASSWORD, "HOST": "db", "PORT": 5432, "CONN_MAX_AGE": 300,
-            "OPTIONS": {"connect_timeout": 5}}},
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {"connect_timeout": 5, "target_session_attrs": "read-write"}}},
         "CACHES": {"default": {"BACKEND": "hpdexample.cache.FaultTolerantCache",
                                "LOCATION": "127.0.0.1:22121", "KEY_PREFIX": "example"}},
         "SESSION_ENGINE": "django.contrib.sessions.backends.cached_db",
@@ -57,7 +58,7 @@ def test_pillar_values_reach_the_settings():
         db={"name": "shop", "user": "shop"}, peers={**PEERS, "db": ["db2", "db1"]},
         twemproxy={"ports": {"memcached": 23000}})
     assert found["DATABASES"]["default"]["CONN_MAX_AGE"] == 0
-    assert found["DATABASES"]["default"]["HOST"] == "db1"
+    assert found["DATABASES"]["default"]["HOST"] == "db1,db2"
     assert found["DATABASES"]["default"]["NAME"] == "shop"
     assert found["SESSION_ENGINE"] == "django.contrib.sessions.backends.cache"
     assert found["ANONYMOUS_MAX_AGE"] == 5
@@ -66,6 +67,23 @@ def test_pillar_values_reach_the_settings():
     assert found["CACHES"]["default"]["LOCATION"] == "127.0.0.1:23000"
     assert found["CACHES"]["default"]["KEY_PREFIX"] == "shop"
     assert found["CELERY_BROKER_URL"] == "redis://queue1:6380/3"
+
+
+@pytest.mark.parametrize("db, replicas, host", [
+    (["db"], ["db3", "db2"], "db,db2,db3"),
+    # After orch.db_failover: the promoted replica is the env's db host, the
+    # fenced old primary a db_replica one.
+    (["db2"], ["db"], "db2,db"),
+    (["db"], [], "db"),
+])
+def test_the_database_is_every_db_host_of_the_env_the_primary_first(db, replicas, host):
+    """libpq tries the hosts in turn and keeps the one that takes writes: the
+    site finds a promoted replica before orch.db_failover repoints it."""
+    found = farm_settings(peers={**PEERS, "db": db, "db_replica": replicas})["DATABASES"]
+    assert found["default"]["HOST"] == host
+    assert found["default"]["OPTIONS"]["target_session_attrs"] == "read-write"
+    # A persistent connection that died with the old primary is replaced.
+    assert found["default"]["CONN_HEALTH_CHECKS"] is True
 
 
 def test_the_broker_port_follows_the_cache_roles_redis():

@@ -225,6 +225,41 @@ def test_over_tls_the_host_and_server_name_are_the_urls_not_the_address(lg, tmp_
         server.close()
 
 
+def test_logins_are_a_share_of_the_load_and_succeed_with_a_session(lg, site):
+    target = lg.Target(f"http://127.0.0.1:{site.port}/")
+    cookies = asyncio.run(lg.login(target, "loadtest", "right"))
+    form = asyncio.run(lg.login_form(target, "loadtest", "right"))
+    site.seen.clear()
+    load = run_load(lg, target, rate=40, duration=1, cookies=cookies, logged_in_share=0.3,
+                    form=form, login_share=0.25)
+    report = load.report()["idle"]
+    assert (report["requests"], report["logins"], report["logged_in"]) == (40, 10, 12)
+    assert report["failures"] == 0
+    # One GET of the form, then each login posts it again.
+    posts = [s for s in site.seen if s[0] == "POST /accounts/login/"]
+    assert len(posts) == 10 and {cookie for _, cookie, _ in posts} == {"csrftoken=c00kie"}
+    assert {o.status for o in load.outcomes if o.kind == "login"} == {302}
+
+
+def test_a_login_without_a_session_is_a_failure(lg, site):
+    target = lg.Target(f"http://127.0.0.1:{site.port}/")
+    form = asyncio.run(lg.login_form(target, "loadtest", "wrong"))
+    report = run_load(lg, target, 10, 1, form=form, login_share=0.5).report()["idle"]
+    assert report["failures"] == 5 and report["failed_by"] == {"no session (HTTP 200)": 5}
+
+
+def test_a_stopped_load_sends_no_more(lg, site):
+    async def go():
+        load = lg.Load(lg.Target(f"http://127.0.0.1:{site.port}/"), 20)
+        run = asyncio.create_task(load.run(60))
+        await asyncio.sleep(0.5)
+        load.stop()
+        await asyncio.wait_for(run, 5)
+        return load
+
+    assert 5 <= len(asyncio.run(go()).outcomes) <= 15
+
+
 def test_a_wrong_password_is_a_login_failure(lg, site):
     target = lg.Target(f"http://127.0.0.1:{site.port}/")
     with pytest.raises(lg.LoginFailed, match="HTTP 200, no session"):
@@ -271,7 +306,7 @@ def test_summarize_counts_per_period_and_overall(lg):
                 + [outcome(lg, 0.04, "deploy"), outcome(lg, 10.0, "deploy", None, "Timeout")])
     report = lg.summarize(outcomes)
     assert report["idle"] == {"requests": 100, "failures": 1, "failed_by": {"HTTP 503": 1},
-                              "slow": 1, "logged_in": 0, "p50": 0.02, "p99": 0.03,
+                              "slow": 1, "logged_in": 0, "logins": 0, "p50": 0.02, "p99": 0.03,
                               "max": 1.5, "max_lag": 0.0}
     assert report["deploy"]["failed_by"] == {"Timeout": 1} and report["deploy"]["slow"] == 1
     assert report["all"]["requests"] == 102 and report["all"]["failures"] == 2
@@ -281,3 +316,8 @@ def test_summarize_counts_per_period_and_overall(lg):
 def test_bad_urls_are_refused(lg, url):
     with pytest.raises(ValueError, match="url must be"):
         lg.Target(url)
+
+
+def test_a_request_in_flight_is_pending_neither_failed_nor_answered(lg):
+    assert outcome(lg, 0.0, status=None).pending
+    assert not outcome(lg, 0.1).pending and not outcome(lg, 0.1, status=None, error="x").pending
