@@ -121,8 +121,10 @@ def state_results(returned, hosts):
 
 @pytest.fixture(scope="session")
 def highstate(lab):
-    """The first highstate of every host of the lab, as {host: [state results]}."""
-    return state_results(lab.salt("*", "state.apply"), lab.hosts)
+    """The first highstate of every host of the lab, as {host: [state results]}.
+    Its time: the farm's first release builds, and the lb host may wait (up to
+    varnish:error_page_wait, 600 s) for it before its own states run."""
+    return state_results(lab.salt("*", "state.apply", timeout=1800), lab.hosts)
 
 
 class EventBus:
