@@ -36,7 +36,7 @@ __virtualname__ = "hpd_edge"
 #: and the site's error page where the site runs.
 MINE_FUNCTION = "hpd_addresses"
 ERROR_PAGE_FUNCTION = "hpd_error_page"
-#: The error page's name in a release (salt/varnish/error_page.sls writes it).
+#: The error page's name in a release (salt/site/static.sls renders it).
 ERROR_PAGE = "500.html"
 
 
@@ -201,7 +201,7 @@ def vcl(settings, static_url=None):
 def error_page(app_root=None):
     """
     The site's error page in the release ``<app_root>/current`` points to (what
-    salt/varnish/error_page.sls renders there with the site's
+    salt/site/static.sls renders there with the site's
     ``generate_500_html``), or None where there is none: the mine function
     ``hpd_error_page`` every host publishes. ``app_root``: pillar
     common:app_root by default.

@@ -23,7 +23,6 @@ base:
     - twemproxy
     - backup.media_source
     - app
-    - varnish.error_page
   'hpd:roles:worker':
     - match: pillar
     - twemproxy

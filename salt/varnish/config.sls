@@ -23,7 +23,8 @@ varnish-unit-daemon-reloaded:
       - file: varnish-unit-override-managed
 
 {#- What vcl_backend_error serves: the site's error page, as the app hosts
-    publish it (salt/varnish/error_page.sls); until one has, a plain page of our
+    publish it (salt/site/static.sls renders it with each release,
+    salt/site/switch.sls publishes it); until one has, a plain page of our
     own, and the page Varnish has when none answers. #}
 varnish-error-page-file-managed:
   file.managed:

@@ -56,10 +56,8 @@ def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
     assert "failhard" not in args(states["deploy-batch-1-health"])[1]
     assert args(states["deploy-migrate"])[1]["tgt"] == "app1"
     # The new release's error page reaches Varnish after the switch.
-    assert args(states["deploy-error-page-published"])[1]["sls"] == "varnish.error_page"
     served = args(states["deploy-error-page-served"])[1]
-    assert served["tgt"] == ["lb"] and served["require"] == [
-        {"salt": "deploy-error-page-published"}]
+    assert served["tgt"] == ["lb"] and served["sls"] == "varnish"
 
 
 def test_a_rollbacks_failed_move_stops_it(tmp_path):
