@@ -435,6 +435,26 @@ def test_hosts_refuse_an_environment_they_cannot_tell(hd, env, message):
         hd._hosts(FARM, env)
 
 
+def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
+    calls = []
+    answers = {"hpd_release.facts": FARM, "hpd_release.resolve": {"app1": SHA}}
+
+    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
+        calls.append((tgt, fun, tgt_type))
+        return answers.get(fun, {}) if isinstance(fun, str) else {}
+
+    hd = load_runner(tmp_path, {"salt.execute": execute})
+    plan = hd.plan(rev="main", env="dev")
+    assert calls == [
+        (hd.DEPLOYED, ["saltutil.sync_modules", "saltutil.sync_states"], "compound"),
+        (hd.DEPLOYED, "hpd_release.facts", "compound"),
+        ("app1", "hpd_release.resolve", "list")]
+    assert "db" not in hd.DEPLOYED
+    assert plan["app"] == ["app1", "app2"] and plan["varnish"] == ["lb"]
+    assert plan["sha"] == SHA and plan["previous"] == {"app1": "r1", "app2": "r1",
+                                                        "worker1": "r1"}
+
+
 def test_batches_split_the_app_hosts_in_order(hd):
     assert hd._batches(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
     assert hd._batches(["a", "b"], 1) == [["a"], ["b"]]
