@@ -35,15 +35,62 @@ def port_beacon():
 
 
 def test_a_host_watches_the_units_of_its_roles_and_restarts_only_services(hh):
-    units = hh._units(HEAL["services"], ["db", "backup"])
+    units = hh._units(HEAL["services"], ["db", "backup"], {})
     assert units == ["hpd-backup-dump.timer", "hpd-backup-media.timer",
                      "hpd-pgbackrest-backup.timer", "mariadb", "postgresql@15-main"]
     assert hh._service_units(units) == ["mariadb.service", "postgresql@15-main.service"]
-    assert hh._units(HEAL["services"], []) == []
+    assert hh._units(HEAL["services"], [], {}) == []
+
+
+def test_the_web_tier_runs_its_services(hh):
+    units = hh._units(HEAL["services"], ["lb", "varnish", "cdn"], {})
+    assert units == ["haproxy", "hpd-cdn-rsyncd", "nginx", "varnish"]
+    assert "uwsgi-emperor" in hh._units(HEAL["services"], ["app"], {})
+
+
+def test_a_template_stands_for_the_instances_the_host_runs(hh):
+    workers = ["example-worker@1", "example-worker@2"]
+    units = hh._units(HEAL["services"], ["worker"], {"example-worker@": workers})
+    assert units == [*workers, "nutcracker"]
+    assert hh._service_units(units) == [
+        "example-worker@1.service", "example-worker@2.service", "nutcracker.service"]
+    # site:name changed, heal:services:worker not: the key is named.
+    with pytest.raises(SaltInvocationError, match=r"pillar heal:services:worker: example-worker@ "
+                       r"is a template this host runs no instances of \(known: shop-worker@\)"):
+        hh._units(HEAL["services"], ["worker"], {"shop-worker@": ["shop-worker@1"]})
+
+
+def test_a_worker_host_runs_the_worker_units_salt_worker_makes(hh):
+    site = module("_modules/hpd_site.py", "hpd_site_for_heal")
+    settings = {"site": {"name": "example"}, "worker": {"count": None}}
+    hh.__salt__ = {"hpd.settings": settings.get, "hpd_site.worker_units": site.worker_units}
+    hh.__grains__ = {"num_cpus": 3}
+    assert hh._instances(["worker"]) == {
+        "example-worker@": ["example-worker@1", "example-worker@2", "example-worker@3"]}
+    assert hh._instances(["app"]) == {}
+
+
+@pytest.mark.parametrize("role, check, port", [
+    ("app", "uwsgi", ("app", "port")),
+    ("app", "twemproxy-memcached", ("twemproxy", "ports", "memcached")),
+    ("app", "twemproxy-redis", ("twemproxy", "ports", "redis")),
+    ("worker", "twemproxy-memcached", ("twemproxy", "ports", "memcached")),
+    ("worker", "twemproxy-redis", ("twemproxy", "ports", "redis")),
+    ("lb", "http", ("lb", "ports", "http")),
+    ("lb", "https", ("lb", "ports", "https")),
+    ("varnish", "varnish", ("varnish", "listen_port")),
+    ("cdn", "nginx", ("cdn", "port")),
+    ("cdn", "rsyncd", ("cdn", "push", "port")),
+])
+def test_the_port_checks_default_to_the_roles_own_ports(role, check, port):
+    value = HPD.defaults(load(REPO / f"pillar/{port[0]}/schema.yaml"))
+    for key in port[1:]:
+        value = value[key]
+    assert ALERTS["ports"]["roles"][role][check]["port"] == value
 
 
 def test_beacons_follow_the_roles_and_the_thresholds(hh):
-    units = hh._units(HEAL["services"], ["cache"])
+    units = hh._units(HEAL["services"], ["cache"], {})
     config = hh._beacons(HEAL, ALERTS, ["cache"], units, cpus=4, address="10.0.0.5")
     assert set(config) == set(hh.BEACONS)
     services = config["service"][0]["services"]
