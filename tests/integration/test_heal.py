@@ -158,11 +158,17 @@ def test_a_killed_uwsgi_emperor_serves_again_without_salt(lab, app):
 def test_a_stopped_uwsgi_emperor_is_started_by_the_reactor(lab, app):
     host, release = app
     lab.salt(host, "hpd_heal.reset", "uwsgi-emperor")  # a first incident
+    since = lab.exec(host, "date", "+@%s").stdout.strip()
     with EventBus(lab) as bus:
         lab.exec(host, "systemctl", "stop", "uwsgi-emperor")
         ret = bus.wait(lambda _: healed(bus, host, "uwsgi-emperor"), 120,
                        "a start of uwsgi-emperor by the reactor")[0]
     assert (ret["before"], ret["state"], len(ret["starts"])) == ("inactive", "active", 1), ret
+    # The emperor stopped its vassal (which, signalled by systemd too, would
+    # reload and be killed 30 s later).
+    log = lab.exec(host, "journalctl", "-u", "uwsgi-emperor", "--since", since, "-o", "cat",
+                   "--no-pager").stdout
+    assert "[emperor] removed uwsgi instance" in log, log[-2000:]
     wait_until(lambda: health(lab, host)[0] == 200, 60, "/health/ answering again")
     assert health(lab, host)[1]["release"] == release
 
