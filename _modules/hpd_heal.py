@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "hpd_heal"
 
 #: The beacons salt/heal/beacons.sls manages on every host (None: absent).
-BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port")
+BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port", "hpd_errors")
 #: systemd states in which systemd is still working on a unit.
 TRANSIENT = frozenset({"activating", "deactivating", "reloading", "refreshing"})
 #: Seconds between two looks at a unit that is settling.
@@ -74,7 +74,8 @@ def _beacons(heal, alerts, roles, units, cpus, address):
     and ``cpus`` CPUs whose private address is ``address``, as lists of
     one-key dicts (Salt's beacon form); None for a beacon the host runs without.
     Every beacon pauses while a state run is in progress, so a highstate that
-    restarts a service reports nothing.
+    restarts a service reports nothing. An lb host watches the share of server
+    errors among its app backend's responses (hpd_errors).
     """
 
     def every(interval, *items):
@@ -107,6 +108,11 @@ def _beacons(heal, alerts, roles, units, cpus, address):
     if alerts["ports"]["enabled"] and ports:
         config["hpd_port"] = every(alerts["ports"]["interval"], {"ports": ports},
                                    {"timeout": alerts["ports"]["timeout"]})
+    errors = alerts["errors"]
+    if errors["enabled"] and "lb" in roles:
+        config["hpd_errors"] = every(errors["interval"], {"backend": "app"},
+                                     {"percent": errors["percent"]},
+                                     {"min_responses": errors["min_responses"]})
     return config
 
 

@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import EventBus, settled
+from conftest import EventBus, settled, through_the_pool
 
 pytestmark = pytest.mark.lab
 
@@ -299,6 +299,37 @@ def test_a_disk_past_its_threshold_alerts_once_and_resolves_once(lab, cache, web
                        "whisper.fetch(sys.argv[1], 0)[1] if v is not None))",
                        f"{whisper}/warning.wsp").stdout
     assert float(counted) >= 1
+
+
+def test_server_errors_through_haproxy_alert_once_and_resolve_once(lab, highstate):
+    # The site's /health/ answers 503 while its database is down (masked: the
+    # reactor leaves it down), then haproxy finds no app host up and answers 503.
+    if not all(lab.hosts_with(role) for role in ("lb", "app", "db")):
+        pytest.skip("the lab has no lb, app or db host")
+    lb, db = settled(lab, highstate, "lb"), settled(lab, highstate, "db")
+    unit, check = "postgresql@15-main", "errors-app"
+
+    def traffic_until(found, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not (result := found()):
+            assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+            through_the_pool(lab, lb, 25)
+            bus.drain(1)
+        return result
+
+    with EventBus(lab) as bus:
+        lab.exec(db, "sh", "-c", f"systemctl mask --runtime {unit} && systemctl stop {unit}")
+        try:
+            traffic_until(lambda: alerts(bus, lb, check), 180, "the error-rate alert")
+            end = time.monotonic() + 15  # errors go on: still one alert
+            traffic_until(lambda: time.monotonic() > end, 60, "15 s more of errors")
+        finally:
+            lab.exec(db, "sh", "-c", f"systemctl unmask --runtime {unit} && systemctl start {unit}")
+        traffic_until(lambda: len(alerts(bus, lb, check)) == 2, 240, "the resolution")
+    assert [t for t, _ in alerts(bus, lb, check)] == [
+        f"hpd/alert/critical/{lb}/{check}", f"hpd/alert/resolved/{lb}/{check}"]
+    threshold = lab.salt(lb, "hpd.settings", "alerts")[lb]["errors"]["percent"]
+    assert alerts(bus, lb, check)[0][1]["detail"]["percent"] >= threshold
 
 
 def test_a_minion_that_stops_answering_alerts_and_resolves(lab, highstate):

@@ -73,6 +73,7 @@ def test_check_names_are_safe_in_tags_and_graphite_paths(ha):
     assert ha._check_name("diskusage", "", {"mount": "/mnt/hpd-disk.test"}) == \
         "disk-mnt-hpd-disk-test"
     assert ha._check_name("hpd_port", "graphite-web", {}) == "port-graphite-web"
+    assert ha._check_name("hpd_errors", "app", {"percent": 50.0}) == "errors-app"
     assert ha._check_name("memusage", "", {}) == "memory"
     assert ha._slug("restart-postgresql@15-main") == "restart-postgresql-15-main"
 
