@@ -60,9 +60,11 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
             after = haproxy_app(lab, lb)[HOST]
             assert int(after["hrsp_2xx"]) > int(before["hrsp_2xx"]), (before, after)
         # What the highstate gave it: the app role's services, watched by its beacons.
-        assert lab.exec(HOST, "systemctl", "is-active", "nutcracker", "rsync").returncode == 0
+        units = lab.salt(HOST, "hpd_heal.units")[HOST]
+        assert "uwsgi-emperor" in units
+        assert lab.exec(HOST, "systemctl", "is-active", *units).returncode == 0
         beacons = lab.salt(HOST, "beacons.list", "return_yaml=False")[HOST]
-        assert beacons["service"][0]["services"].keys() == {"nutcracker", "rsync"}
+        assert beacons["service"][0]["services"].keys() == set(units)
     finally:
         with EventBus(lab) as bus:
             removed = labctl(lab, "remove", HOST)
