@@ -1,5 +1,7 @@
 """Self-healing and alerts on the farm (salt/heal, the master's reactor):
-systemd brings a killed daemon back by itself, the reactor starts a stopped one,
+systemd brings a killed daemon (the uWSGI emperor: the site serves again) back
+by itself, the reactor starts a stopped one (the emperor, the web tier's),
+server errors through haproxy give one alert and one resolution,
 a service failing every start gets heal:max_restarts starts then one alert, a
 disk filled past its threshold gives one alert and one resolution (logged,
 counted in Graphite, posted to the webhook), a silent minion likewise. Each
