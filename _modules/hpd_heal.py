@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "hpd_heal"
 
 #: The beacons salt/heal/beacons.sls manages on every host (None: absent).
-BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port")
+BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port", "hpd_errors")
 #: systemd states in which systemd is still working on a unit.
 TRANSIENT = frozenset({"activating", "deactivating", "reloading", "refreshing"})
 #: Seconds between two looks at a unit that is settling.
@@ -39,11 +39,22 @@ def __virtual__():
     return __virtualname__
 
 
-def _units(services, roles):
-    """The units of ``roles`` (and of ``common``) in ``heal:services``, sorted."""
+def _units(services, roles, instances):
+    """The units of ``roles`` (and of ``common``) in ``heal:services``, sorted. A
+    template (``name@``) stands for its instances on the host (``instances``:
+    template -> instance names); one the host has none known of is an error
+    naming the key."""
     found = set()
     for role in ["common", *roles]:
-        found.update(services.get(role, []))
+        for unit in services.get(role, []):
+            if not unit.endswith("@"):
+                found.add(unit)
+            elif unit in instances:
+                found.update(instances[unit])
+            else:
+                raise SaltInvocationError(
+                    f"pillar heal:services:{role}: {unit} is a template this host runs no "
+                    f"instances of (known: {', '.join(sorted(instances)) or 'none'})")
     return sorted(found)
 
 
@@ -63,7 +74,8 @@ def _beacons(heal, alerts, roles, units, cpus, address):
     and ``cpus`` CPUs whose private address is ``address``, as lists of
     one-key dicts (Salt's beacon form); None for a beacon the host runs without.
     Every beacon pauses while a state run is in progress, so a highstate that
-    restarts a service reports nothing.
+    restarts a service reports nothing. An lb host watches the share of server
+    errors among its app backend's responses (hpd_errors).
     """
 
     def every(interval, *items):
@@ -96,6 +108,11 @@ def _beacons(heal, alerts, roles, units, cpus, address):
     if alerts["ports"]["enabled"] and ports:
         config["hpd_port"] = every(alerts["ports"]["interval"], {"ports": ports},
                                    {"timeout": alerts["ports"]["timeout"]})
+    errors = alerts["errors"]
+    if errors["enabled"] and "lb" in roles:
+        config["hpd_errors"] = every(errors["interval"], {"backend": "app"},
+                                     {"percent": errors["percent"]},
+                                     {"min_responses": errors["min_responses"]})
     return config
 
 
@@ -155,10 +172,26 @@ def _settings():
     return __salt__["hpd.settings"]("heal"), (__pillar__.get("hpd") or {}).get("roles", [])
 
 
+def _instances(roles):
+    """Template -> the instances this host runs of it: a worker host's Celery
+    units (``<site:name>-worker@``: ``@1`` ... ``@N``, as salt/worker makes them)."""
+    if "worker" not in roles:
+        return {}
+    site = __salt__["hpd.settings"]("site")["name"]
+    count = __salt__["hpd.settings"]("worker")["count"]
+    wanted, _ = __salt__["hpd_site.worker_units"](site, count, __grains__.get("num_cpus") or 1)
+    return {f"{site}-worker@": wanted}
+
+
+def _host_units(heal, roles):
+    return _units(heal["services"], roles, _instances(roles))
+
+
 def units():
     """
-    The systemd units this host's roles run (pillar ``heal:services``): its
-    services get Restart=on-failure, and its service beacon watches them all.
+    The systemd units this host's roles run (pillar ``heal:services``, a
+    template as the instances the host runs): its services get
+    Restart=on-failure, and its service beacon watches them all.
 
     CLI Example:
 
@@ -167,7 +200,7 @@ def units():
         salt '*' hpd_heal.units
     """
     heal, roles = _settings()
-    return _units(heal["services"], roles)
+    return _host_units(heal, roles)
 
 
 def service_units():
@@ -200,7 +233,7 @@ def beacons():
     """
     heal, roles = _settings()
     alerts = __salt__["hpd.settings"]("alerts")
-    return _beacons(heal, alerts, roles, _units(heal["services"], roles),
+    return _beacons(heal, alerts, roles, _host_units(heal, roles),
                     int(__grains__.get("num_cpus") or 1), __salt__["hpd.service_address"]())
 
 
@@ -248,7 +281,7 @@ def heal(service):
         salt cache1 hpd_heal.heal memcached
     """
     heal_settings, roles = _settings()
-    if service not in _units(heal_settings["services"], roles):
+    if service not in _host_units(heal_settings, roles):
         raise SaltInvocationError(
             f"{service} is not a unit of this host's roles (pillar heal:services)")
 

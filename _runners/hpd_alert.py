@@ -6,7 +6,7 @@ done with each (the master's reactor maps them, reactor/README.md).
 Where incidents come from:
 
 - the hosts' threshold beacons (Salt's load, memusage, swapusage, diskusage and
-  the tree's hpd_port), which fire at every interval while a threshold is
+  the tree's hpd_port and hpd_errors), which fire at every interval while a threshold is
   passed: :func:`observe` opens an incident at the first and clears it when the
   check has not fired for ``alerts:clear_after_intervals`` of its intervals
   (:func:`sweep` looks);
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Beacon -> key of pillar `alerts` that configures it.
 BEACON_SETTINGS = {"load": "load", "memusage": "memory", "swapusage": "swap",
-                   "diskusage": "disk", "hpd_port": "ports"}
+                   "diskusage": "disk", "hpd_port": "ports", "hpd_errors": "errors"}
 EMPTY = {"incidents": {}, "minions": {}, "totals": {}}
 _HPD = []
 
@@ -63,12 +63,14 @@ def _slug(text):
 
 def _check_name(beacon, suffix, data):
     """The check a threshold beacon's event is about: load, memory, swap,
-    disk-<mount point>, port-<name> (``suffix``: what follows the beacon's name
-    in the event's tag)."""
+    disk-<mount point>, port-<name>, errors-<haproxy backend> (``suffix``: what
+    follows the beacon's name in the event's tag)."""
     if beacon == "diskusage":
         return "disk-" + _slug(data.get("mount", ""))
     if beacon == "hpd_port":
         return "port-" + _slug(suffix)
+    if beacon == "hpd_errors":
+        return "errors-" + _slug(suffix)
     return BEACON_SETTINGS[beacon]
 
 

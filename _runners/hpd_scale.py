@@ -4,12 +4,14 @@ Hosts that come and go (reactor/scale.sls maps the events):
 - ``salt/key`` with ``act: accepted``: :func:`accepted` marks the minion new;
 - ``salt/minion/<id>/start``: :func:`joined` provisions a new minion at its
   first start: its extension modules, its highstate (its roles from the
-  inventory), its mine, then a highstate of the lb hosts of its environment
-  (pillar ``hpd:roles:lb`` and ``hpd:env``), so their pools take it in;
+  inventory), its mine, then a highstate of the hosts of its environment whose
+  configuration names the hosts of its roles (:data:`FOLLOWERS`: haproxy's pool
+  on the lb hosts, PostgreSQL's access list on the db hosts...), so they take
+  it in;
 - ``salt/key`` with ``act: delete``: :func:`left` drops what the master cached
-  of it (grains, pillar, mine) and highstates the lb hosts of its environment,
-  whose pools then leave it out (remove it from the inventory before deleting
-  its key: the pools follow the inventory).
+  of it (grains, pillar, mine) and highstates the same hosts, which then leave
+  it out (remove it from the inventory before deleting its key: they follow the
+  inventory).
 
 Each fires ``hpd/scale/joined/<id>`` or ``hpd/scale/left/<id>`` with the
 outcome. The master keeps a deleted minion's cache until :func:`left` has read
@@ -29,6 +31,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds a highstate may take (a new host installs its packages).
 HIGHSTATE_TIMEOUT = 1800
+#: role -> the roles whose hosts' configuration lists the hosts of that role
+#: (pillar hpd:peers:<role>): haproxy's pool (lb), PostgreSQL's access list (db,
+#: and db_replica, which may be promoted), the CDN origin's rsync daemon (cdn),
+#: the media backup (backup).
+FOLLOWERS = {"app": ("lb", "db", "db_replica", "cdn", "backup"),
+             "worker": ("db", "db_replica")}
 
 
 def _pending(minion):
@@ -57,9 +65,22 @@ def _ok(outcome):
     return all(not o.get("error") and not o["failed"] for o in outcome.values())
 
 
-def _highstate_lb(client, env):
-    """Highstate the lb hosts of ``env`` (every lb host when it is unknown)."""
-    target = "I@hpd:roles:lb" + (f" and I@hpd:env:{env}" if env else "")
+def _followers_target(roles, env):
+    """The compound target of the hosts of ``env`` (every environment when it is
+    unknown) whose configuration follows hosts with ``roles``; None: no host."""
+    follow = sorted({f for role in roles for f in FOLLOWERS.get(role, ())})
+    if not follow:
+        return None
+    target = "(" + " or ".join(f"I@hpd:roles:{role}" for role in follow) + ")"
+    return target + (f" and I@hpd:env:{env}" if env else "")
+
+
+def _highstate_followers(client, hpd):
+    """Highstate the hosts that follow a host whose pillar ``hpd`` is ``hpd``
+    (its roles and env); their outcome."""
+    target = _followers_target(hpd.get("roles") or [], hpd.get("env"))
+    if target is None:
+        return {}
     return _outcome(client.cmd(target, "state.apply", tgt_type="compound",
                                timeout=HIGHSTATE_TIMEOUT))
 
@@ -82,8 +103,9 @@ def accepted(minion):
 def joined(minion):
     """
     ``minion`` started: if its key was accepted since it last started, sync its
-    extension modules, highstate it, update its mine and highstate the lb hosts
-    of its environment; fire ``hpd/scale/joined/<minion>`` with the outcome.
+    extension modules, highstate it, update its mine and highstate the hosts
+    that follow its roles (:data:`FOLLOWERS`) in its environment; fire
+    ``hpd/scale/joined/<minion>`` with the outcome.
     Returns the outcome (None: not a new minion).
 
     CLI Example:
@@ -100,10 +122,10 @@ def joined(minion):
         client.cmd(minion, "saltutil.sync_all", timeout=300)
         own = _outcome(client.cmd(minion, "state.apply", timeout=HIGHSTATE_TIMEOUT))
         client.cmd(minion, "mine.update", timeout=60)
-        env = (salt.cache.factory(__opts__).fetch("pillar", minion) or {}).get("hpd", {}).get("env")
-        lb = _highstate_lb(client, env)
-    result = {"minion": minion, "env": env, "highstate": own, "lb": lb,
-              "result": bool(own) and _ok(own) and _ok(lb)}
+        hpd = (salt.cache.factory(__opts__).fetch("pillar", minion) or {}).get("hpd", {})
+        followers = _highstate_followers(client, hpd)
+    result = {"minion": minion, "env": hpd.get("env"), "highstate": own, "followers": followers,
+              "result": bool(own) and _ok(own) and _ok(followers)}
     __salt__["event.send"](f"hpd/scale/joined/{minion}", result)
     return result
 
@@ -111,8 +133,8 @@ def joined(minion):
 def left(minion):
     """
     ``minion``'s key was deleted: drop its grains, pillar and mine from the
-    master's cache and highstate the lb hosts of its environment; fire
-    ``hpd/scale/left/<minion>`` with the outcome.
+    master's cache and highstate the hosts that followed its roles in its
+    environment; fire ``hpd/scale/left/<minion>`` with the outcome.
 
     CLI Example:
 
@@ -123,11 +145,12 @@ def left(minion):
     with contextlib.suppress(FileNotFoundError):
         os.remove(_pending(minion))
     cache = salt.cache.factory(__opts__)
-    env = (cache.fetch("pillar", minion) or {}).get("hpd", {}).get("env")
+    hpd = (cache.fetch("pillar", minion) or {}).get("hpd", {})
     for bank in ("grains", "pillar", "mine"):
         cache.flush(bank, minion)
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        lb = _highstate_lb(client, env)
-    result = {"minion": minion, "env": env, "lb": lb, "result": _ok(lb)}
+        followers = _highstate_followers(client, hpd)
+    result = {"minion": minion, "env": hpd.get("env"), "followers": followers,
+              "result": _ok(followers)}
     __salt__["event.send"](f"hpd/scale/left/{minion}", result)
     return result

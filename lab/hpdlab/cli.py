@@ -38,7 +38,7 @@ def parse_size_args(args):
 
 
 def cmd_add(args):
-    lab, spec = current_lab(args)
+    lab, _ = current_lab(args)
     with lab.locked():
         state = lab.load()
         if state is None:
@@ -51,7 +51,8 @@ def cmd_add(args):
             args.address = next(n for n in range(100, 250)
                                 if int(net.network_address) + n not in used)
         extra = {args.host: host_entry(state["subnet"], args.host, parse_size_args(args))}
-        lab.up(spec, extra)
+        # The one host: not the hosts of a spec the running lab was not booted from.
+        lab.up({"subnet": state["subnet"], "hosts": {}}, extra)
     cmd_status(args)
 
 

@@ -353,7 +353,7 @@ def wait_scaled(bus, what, waiting, timeout):
 def scale_summary(data):
     """One line of an hpd/scale event: states failed and changed per host."""
     parts = []
-    for key in ("highstate", "lb"):
+    for key in ("highstate", "followers"):
         for host, outcome in sorted((data.get(key) or {}).items()):
             if "error" in outcome:
                 parts.append(f"{host}: {outcome['error']}")

@@ -47,7 +47,8 @@ class Master:
                 {"salt/key": ["salt://reactor/scale.sls"]},
                 {"salt/beacon/*/service/*": ["salt://reactor/heal.sls"]},
                 *({f"salt/beacon/*/{beacon}/*": ["salt://reactor/alert_observe.sls"]}
-                  for beacon in ("load", "memusage", "swapusage", "diskusage", "hpd_port")),
+                  for beacon in ("load", "memusage", "swapusage", "diskusage", "hpd_port",
+                                 "hpd_errors")),
                 {"hpd/alert/*": ["salt://reactor/alert_record.sls"]},
             ],
             "schedule": {"hpd-alert-sweep": {"function": "hpd_alert.sweep", "seconds": 10}},

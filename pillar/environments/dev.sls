@@ -27,3 +27,5 @@ alerts:
     interval: 5
   ports:
     interval: 5
+  errors:
+    interval: 5

@@ -17,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
 
+from hpdlab.web import DOMAIN  # noqa: E402
+
 import labctl  # noqa: E402
 
 NAME = os.environ.get("HPD_TEST_LAB_NAME", "hpdtest")
@@ -125,6 +127,24 @@ def highstate(lab):
     Its time: the farm's first release builds, and the lb host may wait (up to
     varnish:error_page_wait, 600 s) for it before its own states run."""
     return state_results(lab.salt("*", "state.apply", timeout=1800), lab.hosts)
+
+
+def haproxy_app(lab, host):
+    """{server: its stats row} of haproxy's backend app on lb host `host`, the
+    backend itself as BACKEND (the runtime API's `show stat`)."""
+    rows = lab.exec(host, "/usr/local/sbin/hpd-haproxy", "show", "stat").stdout.lstrip(
+        "# ").splitlines()
+    fields = rows[0].split(",")
+    stats = [dict(zip(fields, r.split(","), strict=False)) for r in rows[1:] if r]
+    return {s["svname"]: s for s in stats if s["pxname"] == "app"}
+
+
+def through_the_pool(lab, lb, n):
+    """`n` requests for /health/ to haproxy's app pool listener on lb host `lb`
+    (backend app, behind Varnish: nothing cached)."""
+    port = lab.salt(lb, "hpd.settings", "lb")[lb]["ports"]["pool"]
+    lab.exec(lb, "sh", "-c", f"for i in $(seq {n}); do curl -s -o /dev/null -H 'Host: {DOMAIN}' "
+             f"http://127.0.0.1:{port}/health/; done")
 
 
 class EventBus:

@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from conftest import settled
+from conftest import haproxy_app, settled
 from hpdlab.web import DOMAIN, fetch, login
 
 pytestmark = pytest.mark.lab
@@ -58,11 +58,7 @@ def varnish_backend_health(lab, host):
 
 def servers(lab, host):
     """{server: status} of haproxy's backend app, from the runtime API's stats."""
-    rows = lab.exec(host, TOOL, "show", "stat").stdout.lstrip("# ").splitlines()
-    fields = rows[0].split(",")
-    stats = [dict(zip(fields, r.split(","), strict=False)) for r in rows[1:] if r]
-    return {s["svname"]: s["status"] for s in stats
-            if s["pxname"] == "app" and s["svname"] not in ("FRONTEND", "BACKEND")}
+    return {name: s["status"] for name, s in haproxy_app(lab, host).items() if name != "BACKEND"}
 
 
 def active_vcl(lab, host):

@@ -1,5 +1,7 @@
 """Self-healing and alerts on the farm (salt/heal, the master's reactor):
-systemd brings a killed daemon back by itself, the reactor starts a stopped one,
+systemd brings a killed daemon (the uWSGI emperor: the site serves again) back
+by itself, the reactor starts a stopped one (the emperor, the web tier's),
+server errors through haproxy give one alert and one resolution,
 a service failing every start gets heal:max_restarts starts then one alert, a
 disk filled past its threshold gives one alert and one resolution (logged,
 counted in Graphite, posted to the webhook), a silent minion likewise. Each
@@ -11,9 +13,10 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 
 import pytest
-from conftest import EventBus, settled
+from conftest import EventBus, settled, through_the_pool
 
 pytestmark = pytest.mark.lab
 
@@ -48,6 +51,36 @@ def alerts(bus, host, check):
 @pytest.fixture(scope="module")
 def cache(lab, highstate):
     return settled(lab, highstate, "cache")
+
+
+def healed(bus, host, unit):
+    """The host's answers to the reactor that started `unit`."""
+    return [r for r in bus.returns("hpd_heal.heal", host)
+            if isinstance(r, dict) and r.get("service") == unit and r.get("starts")]
+
+
+def health(lab, host):
+    """(status, body) of /health/ on an app host's uWSGI port, as haproxy asks it."""
+    port = lab.salt(host, "hpd.settings", "app")[host]["port"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{lab.address(host)}:{port}/health/", timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except (OSError, ValueError):
+        return None, None
+
+
+@pytest.fixture
+def app(lab, highstate):
+    """The first app host, serving /health/ with its release; its restart count
+    given back after the test."""
+    if not lab.hosts_with("app"):
+        pytest.skip("the lab has no app host")
+    host = settled(lab, highstate, "app")
+    release = lab.exec(host, "readlink", "/srv/hpd/current").stdout.strip().rsplit("/", 1)[-1]
+    assert health(lab, host) == (200, {"release": release, "database": "ok", "cache": "ok"})
+    yield host, release
+    lab.salt(host, "hpd_heal.reset", "uwsgi-emperor")
 
 
 class Webhook(http.server.BaseHTTPRequestHandler):
@@ -108,6 +141,67 @@ def test_a_killed_daemon_comes_back_without_salt(lab, highstate):
     wait_until(restarted_by_systemd, 30, "nutcracker restarted by systemd (NRestarts + 1)")
     wait_until(lambda: lab.exec(app, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/22121",
                                 check=False).returncode == 0, 30, "twemproxy answering")
+
+
+def test_a_killed_uwsgi_emperor_serves_again_without_salt(lab, app):
+    host, release = app
+    before = show(lab, host, "uwsgi-emperor", "NRestarts", "MainPID")
+    with EventBus(lab) as bus:
+        lab.exec(host, "kill", "-9", before["MainPID"])
+        wait_until(lambda: health(lab, host)[0] == 200, 60, "/health/ answering again")
+        bus.drain(5)  # the beacon's report, if any, and the host's answer
+    assert health(lab, host)[1]["release"] == release
+    now = show(lab, host, "uwsgi-emperor", "NRestarts", "MainPID")
+    assert int(now["NRestarts"]) == int(before["NRestarts"]) + 1 and now["MainPID"] != before[
+        "MainPID"], "not restarted by systemd"
+    assert healed(bus, host, "uwsgi-emperor") == []  # no start by the reactor
+
+
+def test_a_stopped_uwsgi_emperor_is_started_by_the_reactor(lab, app):
+    host, release = app
+    lab.salt(host, "hpd_heal.reset", "uwsgi-emperor")  # a first incident
+    since = lab.exec(host, "date", "+@%s").stdout.strip()
+    with EventBus(lab) as bus:
+        lab.exec(host, "systemctl", "stop", "uwsgi-emperor")
+        ret = bus.wait(lambda _: healed(bus, host, "uwsgi-emperor"), 120,
+                       "a start of uwsgi-emperor by the reactor")[0]
+    assert (ret["before"], ret["state"], len(ret["starts"])) == ("inactive", "active", 1), ret
+    # The emperor stopped its vassal (which, signalled by systemd too, would
+    # reload and be killed 30 s later).
+    log = lab.exec(host, "journalctl", "-u", "uwsgi-emperor", "--since", since, "-o", "cat",
+                   "--no-pager").stdout
+    assert "[emperor] removed uwsgi instance" in log, log[-2000:]
+    wait_until(lambda: health(lab, host)[0] == 200, 60, "/health/ answering again")
+    assert health(lab, host)[1]["release"] == release
+
+
+WEB_TIER = {"lb": ["haproxy"], "varnish": ["varnish"], "cdn": ["nginx", "hpd-cdn-rsyncd"]}
+
+
+def test_the_web_tier_services_stopped_are_started_by_the_reactor(lab, highstate):
+    # varnishd exits with 64 on SIGTERM: a stop leaves it inactive, not failed.
+    stopped = [(settled(lab, highstate, role), unit) for role, units in sorted(WEB_TIER.items())
+               if lab.hosts_with(role) for unit in units]
+    if not stopped:
+        pytest.skip("the lab has no lb, varnish or cdn host")
+    for host, unit in stopped:
+        lab.salt(host, "hpd_heal.reset", unit)
+    try:
+        with EventBus(lab) as bus:
+            # How each stop ended, seen before the reactor's start (a second on).
+            ended = {(h, u): lab.exec(h, "sh", "-c", f"systemctl stop {u} && "
+                                      f"systemctl show -p Result --value {u}").stdout.strip()
+                     for h, u in stopped}
+            rets = {(host, unit): bus.wait(lambda _, h=host, u=unit: healed(bus, h, u), 120,
+                                           f"a start of {unit} on {host} by the reactor")[0]
+                    for host, unit in stopped}
+        assert ended == dict.fromkeys(stopped, "success")
+        assert {k: (r["state"], len(r["starts"])) for k, r in rets.items()} == {
+            k: ("active", 1) for k in stopped}
+    finally:
+        for host, unit in stopped:
+            lab.exec(host, "systemctl", "start", unit, check=False)
+            lab.salt(host, "hpd_heal.reset", unit)
 
 
 def test_a_stopped_service_is_started_again_by_the_reactor(lab, cache):
@@ -207,6 +301,37 @@ def test_a_disk_past_its_threshold_alerts_once_and_resolves_once(lab, cache, web
                        "whisper.fetch(sys.argv[1], 0)[1] if v is not None))",
                        f"{whisper}/warning.wsp").stdout
     assert float(counted) >= 1
+
+
+def test_server_errors_through_haproxy_alert_once_and_resolve_once(lab, highstate):
+    # The site's /health/ answers 503 while its database is down (masked: the
+    # reactor leaves it down), then haproxy finds no app host up and answers 503.
+    if not all(lab.hosts_with(role) for role in ("lb", "app", "db")):
+        pytest.skip("the lab has no lb, app or db host")
+    lb, db = settled(lab, highstate, "lb"), settled(lab, highstate, "db")
+    unit, check = "postgresql@15-main", "errors-app"
+
+    def traffic_until(found, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not (result := found()):
+            assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+            through_the_pool(lab, lb, 25)
+            bus.drain(1)
+        return result
+
+    with EventBus(lab) as bus:
+        lab.exec(db, "sh", "-c", f"systemctl mask --runtime {unit} && systemctl stop {unit}")
+        try:
+            traffic_until(lambda: alerts(bus, lb, check), 180, "the error-rate alert")
+            end = time.monotonic() + 15  # errors go on: still one alert
+            traffic_until(lambda: time.monotonic() > end, 60, "15 s more of errors")
+        finally:
+            lab.exec(db, "sh", "-c", f"systemctl unmask --runtime {unit} && systemctl start {unit}")
+        traffic_until(lambda: len(alerts(bus, lb, check)) == 2, 240, "the resolution")
+    assert [t for t, _ in alerts(bus, lb, check)] == [
+        f"hpd/alert/critical/{lb}/{check}", f"hpd/alert/resolved/{lb}/{check}"]
+    threshold = lab.salt(lb, "hpd.settings", "alerts")[lb]["errors"]["percent"]
+    assert alerts(bus, lb, check)[0][1]["detail"]["percent"] >= threshold
 
 
 def test_a_minion_that_stops_answering_alerts_and_resolves(lab, highstate):

@@ -67,6 +67,7 @@ def test_check_names_are_safe_in_tags_and_graphite_paths(ha):
     assert ha._check_name("diskusage", "", {"mount": "/mnt/hpd-disk.test"}) == \
         "disk-mnt-hpd-disk-test"
     assert ha._check_name("hpd_port", "graphite-web", {}) == "port-graphite-web"
+    assert ha._check_name("hpd_errors", "app", {"percent": 50.0}) == "errors-app"
     assert ha._check_name("memusage", "", {}) == "memory"
     assert ha._slug("restart-postgresql@15-main") == "restart-postgresql-15-main"
 
@@ -125,6 +126,18 @@ def test_scale_outcomes_name_failed_states_and_silent_hosts():
                        "lb2": {"error": "Minion did not return. [No response]"}}
     assert not scale._ok(outcome)
     assert scale._ok({"lb": {"failed": [], "changed": 0}})
+
+
+def test_a_host_coming_or_going_highstates_the_hosts_that_list_its_roles():
+    scale = module("_runners/hpd_scale.py", "hpd_scale_under_test")
+    # An app host: haproxy's pool, PostgreSQL's access list, the CDN origin's
+    # rsync daemon, the media backup (an app host's /health/ needs the db's).
+    assert scale._followers_target(["common", "app"], "dev") == (
+        "(I@hpd:roles:backup or I@hpd:roles:cdn or I@hpd:roles:db or I@hpd:roles:db_replica"
+        " or I@hpd:roles:lb) and I@hpd:env:dev")
+    assert scale._followers_target(["worker"], None) == (
+        "(I@hpd:roles:db or I@hpd:roles:db_replica)")
+    assert scale._followers_target(["common", "monitoring"], "dev") is None
 
 
 # ---------------------------------------------------------------- the reactor files

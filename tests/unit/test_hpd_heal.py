@@ -25,19 +25,71 @@ def port_beacon():
     return load_source("_beacons/hpd_port.py")
 
 
+@pytest.fixture
+def errors_beacon():
+    return module("_beacons/hpd_errors.py", "hpd_errors_under_test")
+
+
 # ---------------------------------------------------------------- units and beacons
 
 
 def test_a_host_watches_the_units_of_its_roles_and_restarts_only_services(hh):
-    units = hh._units(HEAL["services"], ["db", "backup"])
+    units = hh._units(HEAL["services"], ["db", "backup"], {})
     assert units == ["hpd-backup-dump.timer", "hpd-backup-media.timer",
                      "hpd-pgbackrest-backup.timer", "mariadb", "postgresql@15-main"]
     assert hh._service_units(units) == ["mariadb.service", "postgresql@15-main.service"]
-    assert hh._units(HEAL["services"], []) == []
+    assert hh._units(HEAL["services"], [], {}) == []
+
+
+def test_the_web_tier_runs_its_services(hh):
+    units = hh._units(HEAL["services"], ["lb", "varnish", "cdn"], {})
+    assert units == ["haproxy", "hpd-cdn-rsyncd", "nginx", "varnish"]
+    assert "uwsgi-emperor" in hh._units(HEAL["services"], ["app"], {})
+
+
+def test_a_template_stands_for_the_instances_the_host_runs(hh):
+    workers = ["example-worker@1", "example-worker@2"]
+    units = hh._units(HEAL["services"], ["worker"], {"example-worker@": workers})
+    assert units == [*workers, "nutcracker"]
+    assert hh._service_units(units) == [
+        "example-worker@1.service", "example-worker@2.service", "nutcracker.service"]
+    # site:name changed, heal:services:worker not: the key is named.
+    with pytest.raises(SaltInvocationError, match=r"pillar heal:services:worker: example-worker@ "
+                       r"is a template this host runs no instances of \(known: shop-worker@\)"):
+        hh._units(HEAL["services"], ["worker"], {"shop-worker@": ["shop-worker@1"]})
+
+
+def test_a_worker_host_runs_the_worker_units_salt_worker_makes(hh):
+    site = module("_modules/hpd_site.py", "hpd_site_for_heal")
+    settings = {"site": {"name": "example"}, "worker": {"count": None}}
+    hh.__salt__ = {"hpd.settings": settings.get, "hpd_site.worker_units": site.worker_units}
+    hh.__grains__ = {"num_cpus": 3}
+    assert hh._instances(["worker"]) == {
+        "example-worker@": ["example-worker@1", "example-worker@2", "example-worker@3"]}
+    assert hh._instances(["app"]) == {}
+
+
+@pytest.mark.parametrize("role, check, port", [
+    ("app", "uwsgi", ("app", "port")),
+    ("app", "twemproxy-memcached", ("twemproxy", "ports", "memcached")),
+    ("app", "twemproxy-redis", ("twemproxy", "ports", "redis")),
+    ("worker", "twemproxy-memcached", ("twemproxy", "ports", "memcached")),
+    ("worker", "twemproxy-redis", ("twemproxy", "ports", "redis")),
+    ("lb", "http", ("lb", "ports", "http")),
+    ("lb", "https", ("lb", "ports", "https")),
+    ("varnish", "varnish", ("varnish", "listen_port")),
+    ("cdn", "nginx", ("cdn", "port")),
+    ("cdn", "rsyncd", ("cdn", "push", "port")),
+])
+def test_the_port_checks_default_to_the_roles_own_ports(role, check, port):
+    value = HPD.defaults(load(REPO / f"pillar/{port[0]}/schema.yaml"))
+    for key in port[1:]:
+        value = value[key]
+    assert ALERTS["ports"]["roles"][role][check]["port"] == value
 
 
 def test_beacons_follow_the_roles_and_the_thresholds(hh):
-    units = hh._units(HEAL["services"], ["cache"])
+    units = hh._units(HEAL["services"], ["cache"], {})
     config = hh._beacons(HEAL, ALERTS, ["cache"], units, cpus=4, address="10.0.0.5")
     assert set(config) == set(hh.BEACONS)
     services = config["service"][0]["services"]
@@ -45,7 +97,7 @@ def test_beacons_follow_the_roles_and_the_thresholds(hh):
                         for u in ("memcached", "redis-server")}
     # Every beacon pauses during a state run: a highstate that restarts a service
     # reports nothing (the loop of salt#62711 needs an event to start).
-    assert all({"disable_during_state_run": True} in c for c in config.values())
+    assert all({"disable_during_state_run": True} in c for c in config.values() if c)
     assert config["load"][0] == {"averages": {"5m": [0.0, 8.0]}}  # 2.0 per CPU x 4
     assert config["diskusage"][:2] == [{"/": "90%"}, {"/(srv|var|mnt)(/.*)?": "90%"}]
     assert config["hpd_port"][0] == {"ports": {
@@ -55,6 +107,15 @@ def test_beacons_follow_the_roles_and_the_thresholds(hh):
     assert app["service"] is None  # no unit: no service beacon
     assert app["hpd_port"][0]["ports"]["twemproxy-memcached"] == {"address": "127.0.0.1",
                                                                   "port": 22121}
+
+
+def test_an_lb_host_watches_the_server_errors_of_its_app_backend(hh):
+    lb = hh._beacons(HEAL, ALERTS, ["lb"], [], cpus=1, address="10.0.0.7")
+    assert lb["hpd_errors"] == [{"backend": "app"}, {"percent": 5}, {"min_responses": 20},
+                                {"interval": 10}, {"disable_during_state_run": True}]
+    assert hh._beacons(HEAL, ALERTS, ["app"], [], cpus=1, address="10.0.0.6")["hpd_errors"] is None
+    off = {**ALERTS, "errors": {**ALERTS["errors"], "enabled": False}}
+    assert hh._beacons(HEAL, off, ["lb"], [], cpus=1, address="10.0.0.7")["hpd_errors"] is None
 
 
 def test_a_check_turned_off_removes_its_beacon(hh):
@@ -234,3 +295,59 @@ def test_the_port_beacon_reports_a_port_that_refuses_and_not_one_that_answers(po
 def test_the_port_beacon_refuses_a_port_without_address(port_beacon):
     valid, why = port_beacon.validate([{"ports": {"x": {"port": 1}}}])
     assert not valid and "port x needs an address" in why
+
+
+# ---------------------------------------------------------------- the error-rate beacon
+
+STAT = """# pxname,svname,scur,stot,status,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,
+public,FRONTEND,0,224,OPEN,0,0,0,224,0,0,
+app,app1,0,415,UP,0,396,0,0,0,0,
+app,BACKEND,0,590,UP,0,{ok},3,1,{errors},0,
+"""
+
+
+def test_the_error_beacon_counts_the_backends_responses(errors_beacon):
+    assert errors_beacon.counters(STAT.format(ok=396, errors=194), "app") == {
+        "responses": 594, "errors": 194}
+    assert errors_beacon.counters(STAT.format(ok=1, errors=0), "static") is None
+    assert errors_beacon.counters("", "app") is None
+
+
+@pytest.mark.parametrize("last, now, event", [
+    # 10 errors out of 100 responses in the interval: 10 % >= 5 %.
+    ({"responses": 500, "errors": 5}, {"responses": 600, "errors": 15},
+     {"percent": 10.0, "errors": 10, "responses": 100, "threshold": 5}),
+    # 4 out of 100: below.
+    ({"responses": 500, "errors": 5}, {"responses": 600, "errors": 9}, None),
+    # 5 out of 10: too few responses to count.
+    ({"responses": 500, "errors": 5}, {"responses": 510, "errors": 10}, None),
+    # The first look, haproxy not answering, haproxy restarted (counters back).
+    (None, {"responses": 600, "errors": 600}, None),
+    ({"responses": 600, "errors": 0}, None, None),
+    ({"responses": 600, "errors": 0}, {"responses": 50, "errors": 50}, None),
+])
+def test_the_error_beacon_fires_on_the_share_of_errors_in_the_interval(errors_beacon, last, now,
+                                                                        event):
+    assert errors_beacon.rate(last, now, percent=5, min_responses=20) == event
+
+
+def test_the_error_beacon_fires_from_the_second_look(errors_beacon, monkeypatch):
+    answers = iter([STAT.format(ok=100, errors=0), STAT.format(ok=100, errors=50),
+                    STAT.format(ok=200, errors=50)])
+    monkeypatch.setattr(errors_beacon, "_show_stat", lambda path: next(answers))
+    config = [{"backend": "app"}, {"percent": 5}, {"min_responses": 20}]
+    assert errors_beacon.validate(config)[0]
+    assert errors_beacon.beacon(config) == []
+    assert errors_beacon.beacon(config) == [
+        {"tag": "app", "percent": 100.0, "errors": 50, "responses": 50, "threshold": 5}]
+    assert errors_beacon.beacon(config) == []  # 100 ok since: cleared
+
+
+@pytest.mark.parametrize("config, why", [
+    ([{"percent": 5}], "requires backend"),
+    ([{"backend": "app"}, {"percent": 0}], "percent must be a number"),
+    ([{"backend": "app"}, {"percent": True}], "percent must be a number"),
+])
+def test_the_error_beacon_refuses_a_bad_configuration(errors_beacon, config, why):
+    valid, message = errors_beacon.validate(config)
+    assert not valid and why in message

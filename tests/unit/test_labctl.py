@@ -1,5 +1,7 @@
 """labctl's pure parts: specs and the names it derives."""
 
+import contextlib
+
 import pytest
 import yaml
 
@@ -72,3 +74,24 @@ def test_the_master_loads_the_trees_runners_from_the_checkout():
     conf = labctl.Lab("t").master_config({"subnet": "10.90.0.0/24"})
     assert conf["runner_dirs"] == [str(labctl.REPO / "_runners")]
     assert (labctl.REPO / "_runners" / "hpd_deploy.py").is_file()
+
+
+def test_add_boots_the_one_host_into_a_lab_booted_from_another_spec(monkeypatch):
+    from hpdlab import cli
+
+    booted = []
+
+    class SmallLab:  # up from a spec of four hosts, not the default farm
+        def locked(self):
+            return contextlib.nullcontext()
+
+        def load(self):
+            return {"subnet": "10.93.0.0/24", "hosts": {"app1": {"address": "10.93.0.21"}}}
+
+        def up(self, spec, extra=None):
+            booted.append((sorted(spec["hosts"]), sorted(extra or {}), spec["subnet"]))
+
+    monkeypatch.setattr(cli, "current_lab", lambda args: (SmallLab(), labctl.load_spec()))
+    monkeypatch.setattr(cli, "cmd_status", lambda args: None)
+    assert cli.main(["add", "app3", "--roles", "app"]) == 0
+    assert booted == [([], ["app3"], "10.93.0.0/24")]
