@@ -129,7 +129,7 @@ def test_scale_outcomes_name_failed_states_and_silent_hosts():
 
 
 def test_a_host_coming_or_going_highstates_the_hosts_that_list_its_roles():
-    scale = module("_runners/hpd_scale.py", "hpd_scale_under_test")
+    scale = load_source("_runners/hpd_scale.py")
     # An app host: haproxy's pool, PostgreSQL's access list, the CDN origin's
     # rsync daemon, the media backup (an app host's /health/ needs the db's).
     assert scale._followers_target(["common", "app"], "dev") == (

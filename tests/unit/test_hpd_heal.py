@@ -27,7 +27,7 @@ def port_beacon():
 
 @pytest.fixture
 def errors_beacon():
-    return module("_beacons/hpd_errors.py", "hpd_errors_under_test")
+    return load_source("_beacons/hpd_errors.py")
 
 
 # ---------------------------------------------------------------- units and beacons
@@ -60,7 +60,7 @@ def test_a_template_stands_for_the_instances_the_host_runs(hh):
 
 
 def test_a_worker_host_runs_the_worker_units_salt_worker_makes(hh):
-    site = module("_modules/hpd_site.py", "hpd_site_for_heal")
+    site = load_source("_modules/hpd_site.py")
     settings = {"site": {"name": "example"}, "worker": {"count": None}}
     hh.__salt__ = {"hpd.settings": settings.get, "hpd_site.worker_units": site.worker_units}
     hh.__grains__ = {"num_cpus": 3}
