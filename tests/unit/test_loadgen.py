@@ -169,7 +169,9 @@ def test_a_steady_mixed_load_sends_rate_times_duration_requests(lg, site):
     site.seen.clear()
     load = run_load(lg, target, rate=120, duration=1, cookies=cookies, logged_in_share=0.25)
     report = load.report()["idle"]
-    assert report["requests"] == 120 and report["failures"] == 0 and report["slow"] == 0
+    # (how many took over a second depends on the machine's load: not asserted here;
+    # test_a_request_over_a_second_counts_as_slow_not_failed pins the count)
+    assert report["requests"] == 120 and report["failures"] == 0
     assert report["logged_in"] == 30
     got = sorted(site.seen)
     assert got == sorted([("/account/", f"csrftoken=c00kie; sessionid={SESSION}",
