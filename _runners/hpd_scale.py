@@ -65,24 +65,26 @@ def _ok(outcome):
     return all(not o.get("error") and not o["failed"] for o in outcome.values())
 
 
-def _followers_target(roles, env):
-    """The compound target of the hosts of ``env`` (every environment when it is
-    unknown) whose configuration follows hosts with ``roles``; None: no host."""
-    follow = sorted({f for role in roles for f in FOLLOWERS.get(role, ())})
-    if not follow:
-        return None
-    target = "(" + " or ".join(f"I@hpd:roles:{role}" for role in follow) + ")"
-    return target + (f" and I@hpd:env:{env}" if env else "")
+def _followers(hpd):
+    """The hosts of a host's environment whose configuration follows hosts with
+    its roles (:data:`FOLLOWERS`), by name, from its pillar ``hpd`` (its roles,
+    and ``peers``: the inventory's hosts of its environment by role). Named
+    one by one: the master then waits for each (a pillar target is matched
+    against the master's pillar cache, which once left the backup host out)."""
+    follow = {f for role in hpd.get("roles") or [] for f in FOLLOWERS.get(role, ())}
+    peers = hpd.get("peers") or {}
+    return sorted({host for role in follow for host in peers.get(role) or []})
 
 
 def _highstate_followers(client, hpd):
-    """Highstate the hosts that follow a host whose pillar ``hpd`` is ``hpd``
-    (its roles and env); their outcome."""
-    target = _followers_target(hpd.get("roles") or [], hpd.get("env"))
-    if target is None:
+    """Highstate the hosts that follow a host whose pillar ``hpd`` is ``hpd``;
+    their outcome (a host that did not answer: an error)."""
+    hosts = _followers(hpd)
+    if not hosts:
         return {}
-    return _outcome(client.cmd(target, "state.apply", tgt_type="compound",
-                               timeout=HIGHSTATE_TIMEOUT))
+    found = _outcome(client.cmd(hosts, "state.apply", tgt_type="list",
+                                timeout=HIGHSTATE_TIMEOUT))
+    return {**{host: {"error": "did not return"} for host in hosts}, **found}
 
 
 def accepted(minion):

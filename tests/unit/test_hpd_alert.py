@@ -132,12 +132,27 @@ def test_a_host_coming_or_going_highstates_the_hosts_that_list_its_roles():
     scale = load_source("_runners/hpd_scale.py")
     # An app host: haproxy's pool, PostgreSQL's access list, the CDN origin's
     # rsync daemon, the media backup (an app host's /health/ needs the db's).
-    assert scale._followers_target(["common", "app"], "dev") == (
-        "(I@hpd:roles:backup or I@hpd:roles:cdn or I@hpd:roles:db or I@hpd:roles:db_replica"
-        " or I@hpd:roles:lb) and I@hpd:env:dev")
-    assert scale._followers_target(["worker"], None) == (
-        "(I@hpd:roles:db or I@hpd:roles:db_replica)")
-    assert scale._followers_target(["common", "monitoring"], "dev") is None
+    peers = {"app": ["app1", "app3"], "lb": ["lb"], "db": ["db"], "db_replica": ["db2"],
+             "cdn": ["lb"], "backup": ["backup"], "cache": ["cache1"], "monitoring": ["mon"]}
+    assert scale._followers({"roles": ["common", "app"], "peers": peers}) == [
+        "backup", "db", "db2", "lb"]
+    assert scale._followers({"roles": ["worker"], "peers": peers}) == ["db", "db2"]
+    assert scale._followers({"roles": ["common", "monitoring"], "peers": peers}) == []
+    assert scale._followers({"roles": ["app"]}) == []
+
+
+def test_a_follower_that_does_not_answer_is_an_error():
+    scale = load_source("_runners/hpd_scale.py")
+
+    class Client:
+        def cmd(self, tgt, fun, tgt_type, timeout):
+            assert (tgt, fun, tgt_type) == (["db", "lb"], "state.apply", "list")
+            return {"lb": {"s": {"__id__": "s", "result": True, "changes": {}}}}
+
+    outcome = scale._highstate_followers(Client(), {"roles": ["app"],
+                                                    "peers": {"lb": ["lb"], "db": ["db"]}})
+    assert outcome == {"lb": {"failed": [], "changed": 0}, "db": {"error": "did not return"}}
+    assert not scale._ok(outcome)
 
 
 # ---------------------------------------------------------------- the reactor files
