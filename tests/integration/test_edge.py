@@ -173,7 +173,7 @@ def app_hosts_stopped(lab, lb):
     host, _ = lb
     yield apps
     for app in apps:
-        lab.exec(app, "systemctl", "start", UWSGI)
+        lab.exec(app, "systemctl", "enable", "--now", UWSGI)
     wait_for("Varnish to see its backend healthy again",
              lambda: varnish_backend_health(lab, host) == "healthy", timeout=180)
 
@@ -185,8 +185,9 @@ def test_grace_serves_the_stale_page_then_the_sites_error_page(lab, lb, app_host
     assert status == 200 and headers["x-cache"] == "miss"
     ttl = int(re.search(r"max-age=(\d+)", headers["cache-control"]).group(1))
     cached_at = time.monotonic()
+    # Disabled, not only stopped: the heal reactor starts a stopped one again.
     for app in app_hosts_stopped:
-        lab.exec(app, "systemctl", "stop", UWSGI)
+        lab.exec(app, "systemctl", "disable", "--now", UWSGI)
     wait_for("Varnish to see its backend sick",
              lambda: varnish_backend_health(lab, host) == "sick", timeout=120)
     time.sleep(max(0.0, ttl + 2 - (time.monotonic() - cached_at)))
