@@ -1,12 +1,12 @@
 """
 Beacon: the share of a haproxy backend's responses that are server errors (5xx)
-over each interval, read from haproxy's runtime API (``show stat`` on its stats
-socket: the backend's ``hrsp_5xx`` against all its ``hrsp_*``, whether the
-servers or haproxy itself, with no server up, answered). Salt has no beacon for
-it. While the share is at or above ``percent`` of at least ``min_responses``
-responses, every interval fires one event, tagged
-``salt/beacon/<minion id>/hpd_errors/<backend>``, as Salt's threshold beacons
-do; the master turns them into one alert per incident (_runners/hpd_alert.py).
+over each interval, read from haproxy's runtime API (``hpd_haproxy.responses``:
+the backend's 5xx against all its responses, whether the servers or haproxy
+itself, with no server up, answered). Salt has no beacon for it. While the
+share is at or above ``percent`` of at least ``min_responses`` responses, every
+interval fires one event, tagged ``salt/beacon/<minion id>/hpd_errors/<backend>``,
+as Salt's threshold beacons do; the master turns them into one alert per
+incident (_runners/hpd_alert.py).
 
 .. code-block:: yaml
 
@@ -18,16 +18,11 @@ do; the master turns them into one alert per incident (_runners/hpd_alert.py).
         - interval: 10
 """
 
-import socket
-
 import salt.utils.beacons
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "hpd_errors"
 
-#: haproxy's runtime API (salt/lb/map.jinja: haproxy.socket).
-SOCKET = "/run/haproxy/admin.sock"
-#: Response counters of `show stat`, by status class.
-CLASSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 #: backend -> its counters at the last look (this process's; a first look, or a
 #: haproxy restarted since, only sets them).
 _LAST = {}
@@ -35,21 +30,6 @@ _LAST = {}
 
 def __virtual__():
     return __virtualname__
-
-
-def counters(stat, backend):
-    """``{"responses", "errors"}`` of ``backend`` in the CSV of ``show stat``;
-    None when it is not there."""
-    lines = stat.lstrip("# ").splitlines()
-    if not lines:
-        return None
-    fields = lines[0].split(",")
-    for line in lines[1:]:
-        row = dict(zip(fields, line.split(","), strict=False))
-        if row.get("pxname") == backend and row.get("svname") == "BACKEND":
-            count = {k: int(row.get(k) or 0) for k in CLASSES}
-            return {"responses": sum(count.values()), "errors": count["hrsp_5xx"]}
-    return None
 
 
 def rate(last, now, percent, min_responses):
@@ -65,17 +45,6 @@ def rate(last, now, percent, min_responses):
     if share < percent:
         return None
     return {"percent": share, "errors": errors, "responses": responses, "threshold": percent}
-
-
-def _show_stat(path):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(5)
-        conn.connect(path)
-        conn.sendall(b"show stat\n")
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    return answer.decode(errors="replace")
 
 
 def validate(config):
@@ -97,8 +66,9 @@ def beacon(config):
     config = salt.utils.beacons.list_to_dict(config)
     backend = config["backend"]
     try:
-        now = counters(_show_stat(config.get("socket", SOCKET)), backend)
-    except OSError:
+        count = __salt__["hpd_haproxy.responses"](backend)
+        now = {"responses": sum(count.values()), "errors": count["5xx"]}
+    except CommandExecutionError:
         now = None
     event = rate(_LAST.get(backend), now, config["percent"], config.get("min_responses", 20))
     _LAST[backend] = now

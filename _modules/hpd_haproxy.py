@@ -16,6 +16,9 @@ read to its end.
     until its current sessions are 0.
 ``hpd_haproxy.ready``
     ``set server <backend>/<server> state ready`` (back in the pool).
+``hpd_haproxy.responses``
+    a backend's (or server's) responses so far, by status class, from
+    ``show stat`` (the error-rate beacon reads them).
 
 The parsing is in plain functions (``_``-prefixed), unit-tested.
 """
@@ -97,6 +100,37 @@ def state(backend, server, socket_path=SOCKET):
         salt lb hpd_haproxy.state app app1
     """
     found = _server_row(_stat_rows(command("show stat", socket_path)), backend, server)
+    if found is None:
+        raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
+    return found
+
+
+#: Response counters of `show stat`, by status class.
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+
+def _responses(rows, backend, server):
+    """A backend's or server's ``{class: responses}``, or None."""
+    for row in rows:
+        if row["pxname"] == backend and row["svname"] == server:
+            return {c: int(row.get(f"hrsp_{c}") or 0) for c in _CLASSES}
+    return None
+
+
+def responses(backend, server="BACKEND", socket_path=SOCKET):
+    """
+    The responses ``server`` of ``backend`` gave since haproxy started, by
+    status class: ``{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}``. The
+    default, ``BACKEND``, counts the backend's own answers too (a 503 with no
+    server up). An error when haproxy has no such backend or server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.responses app
+    """
+    found = _responses(_stat_rows(command("show stat", socket_path)), backend, server)
     if found is None:
         raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
     return found

@@ -47,7 +47,10 @@ class FakeHaproxy:
         values.update(pxname="app", svname=name, scur="0", weight="0", status="UP")
         if server:
             values.update(status=server["status"], scur=str(server["scur"]),
-                          weight=str(server["weight"]), check_status="L7OK")
+                          weight=str(server["weight"]), check_status="L7OK", hrsp_2xx="40",
+                          hrsp_5xx="2")
+        elif name == "BACKEND":
+            values.update(hrsp_2xx="80", hrsp_3xx="7", hrsp_4xx="3", hrsp_5xx="10")
         return ",".join(values[c] for c in COLUMNS)
 
     def answer(self, cmd):
@@ -115,6 +118,15 @@ def test_state_reads_a_servers_status_and_sessions_by_column_name(hx, fake):
     assert hx.state("app", "app2", socket_path=fake.path) == {
         "status": "UP", "sessions": 5, "weight": 1, "check": "L7OK"}
     assert fake.commands == ["show stat"]
+
+
+def test_responses_count_a_backends_or_servers_answers_by_class(hx, fake):
+    assert hx.responses("app", socket_path=fake.path) == {
+        "1xx": 0, "2xx": 80, "3xx": 7, "4xx": 3, "5xx": 10, "other": 0}
+    assert hx.responses("app", "app1", socket_path=fake.path) == {
+        "1xx": 0, "2xx": 40, "3xx": 0, "4xx": 0, "5xx": 2, "other": 0}
+    with pytest.raises(CommandExecutionError, match="haproxy has no server static/BACKEND"):
+        hx.responses("static", socket_path=fake.path)
 
 
 def test_state_of_an_unknown_server_is_an_error_naming_it(hx, fake):

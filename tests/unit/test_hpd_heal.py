@@ -299,20 +299,6 @@ def test_the_port_beacon_refuses_a_port_without_address(port_beacon):
 
 # ---------------------------------------------------------------- the error-rate beacon
 
-STAT = """# pxname,svname,scur,stot,status,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,
-public,FRONTEND,0,224,OPEN,0,0,0,224,0,0,
-app,app1,0,415,UP,0,396,0,0,0,0,
-app,BACKEND,0,590,UP,0,{ok},3,1,{errors},0,
-"""
-
-
-def test_the_error_beacon_counts_the_backends_responses(errors_beacon):
-    assert errors_beacon.counters(STAT.format(ok=396, errors=194), "app") == {
-        "responses": 594, "errors": 194}
-    assert errors_beacon.counters(STAT.format(ok=1, errors=0), "static") is None
-    assert errors_beacon.counters("", "app") is None
-
-
 @pytest.mark.parametrize("last, now, event", [
     # 10 errors out of 100 responses in the interval: 10 % >= 5 %.
     ({"responses": 500, "errors": 5}, {"responses": 600, "errors": 15},
@@ -331,16 +317,29 @@ def test_the_error_beacon_fires_on_the_share_of_errors_in_the_interval(errors_be
     assert errors_beacon.rate(last, now, percent=5, min_responses=20) == event
 
 
-def test_the_error_beacon_fires_from_the_second_look(errors_beacon, monkeypatch):
-    answers = iter([STAT.format(ok=100, errors=0), STAT.format(ok=100, errors=50),
-                    STAT.format(ok=200, errors=50)])
-    monkeypatch.setattr(errors_beacon, "_show_stat", lambda path: next(answers))
+def test_the_error_beacon_fires_from_the_second_look(errors_beacon):
+    answers = iter([{"2xx": 100, "5xx": 0}, {"2xx": 100, "5xx": 50}, {"2xx": 200, "5xx": 50},
+                    CommandExecutionError("haproxy's runtime API: refused"),
+                    {"2xx": 200, "5xx": 150}, {"2xx": 200, "5xx": 250}])
+
+    def responses(backend):
+        assert backend == "app"
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return {"1xx": 0, "3xx": 1, "4xx": 2, "other": 0, **answer}
+
+    errors_beacon.__salt__ = {"hpd_haproxy.responses": responses}
     config = [{"backend": "app"}, {"percent": 5}, {"min_responses": 20}]
     assert errors_beacon.validate(config)[0]
     assert errors_beacon.beacon(config) == []
     assert errors_beacon.beacon(config) == [
         {"tag": "app", "percent": 100.0, "errors": 50, "responses": 50, "threshold": 5}]
     assert errors_beacon.beacon(config) == []  # 100 ok since: cleared
+    assert errors_beacon.beacon(config) == []  # haproxy not answering: no event
+    assert errors_beacon.beacon(config) == []  # its first answer after: a new start
+    assert errors_beacon.beacon(config) == [
+        {"tag": "app", "percent": 100.0, "errors": 100, "responses": 100, "threshold": 5}]
 
 
 @pytest.mark.parametrize("config, why", [
