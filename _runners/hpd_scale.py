@@ -32,11 +32,20 @@ log = logging.getLogger(__name__)
 #: Seconds a highstate may take (a new host installs its packages).
 HIGHSTATE_TIMEOUT = 1800
 #: role -> the roles whose hosts' configuration lists the hosts of that role
-#: (pillar hpd:peers:<role>): haproxy's pool (lb), PostgreSQL's access list (db,
-#: and db_replica, which may be promoted), the CDN origin's rsync daemon (cdn),
-#: the media backup (backup).
+#: (pillar hpd:peers:<role>). An app host: haproxy's pool (lb), PostgreSQL's
+#: access list (db, and db_replica, which may be promoted), the CDN origin's
+#: rsync daemon (cdn), the media backup (backup). A worker host: the access
+#: list. A cache host: twemproxy's pool and the Celery broker (app, worker). A
+#: db_replica host: its replication slot and access (db), the database hosts
+#: the site tries in turn (app, worker). A backup host: the access list for its
+#: dumps (db, db_replica), the media rsync daemon (app). Not here: a new db
+#: primary (a failover, orch.db_failover) and a new monitoring host (every
+#: host pushes to it: a highstate of all).
 FOLLOWERS = {"app": ("lb", "db", "db_replica", "cdn", "backup"),
-             "worker": ("db", "db_replica")}
+             "worker": ("db", "db_replica"),
+             "cache": ("app", "worker"),
+             "db_replica": ("db", "app", "worker"),
+             "backup": ("db", "db_replica", "app")}
 
 
 def _pending(minion):

@@ -137,6 +137,13 @@ def test_a_host_coming_or_going_highstates_the_hosts_that_list_its_roles():
     assert scale._followers({"roles": ["common", "app"], "peers": peers}) == [
         "backup", "db", "db2", "lb"]
     assert scale._followers({"roles": ["worker"], "peers": peers}) == ["db", "db2"]
+    # A cache host: twemproxy on the app and worker hosts.
+    assert scale._followers({"roles": ["cache"], "peers": {**peers, "worker": ["worker1"]}}) == [
+        "app1", "app3", "worker1"]
+    # A replica: its slot on the primary, the database hosts the site tries.
+    assert scale._followers({"roles": ["db_replica"], "peers": peers}) == ["app1", "app3", "db"]
+    assert scale._followers({"roles": ["backup"], "peers": peers}) == [
+        "app1", "app3", "db", "db2"]
     assert scale._followers({"roles": ["common", "monitoring"], "peers": peers}) == []
     assert scale._followers({"roles": ["app"]}) == []
 
