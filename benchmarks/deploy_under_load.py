@@ -66,11 +66,13 @@ def highstate(lab, target="*"):
 
 
 def timed_deploy(lab, sha):
+    """(seconds orch.deploy of ``sha`` took, {state id: its seconds})."""
     start = time.monotonic()
-    rc, _, output = deploy(lab, sha)
+    rc, states, output = deploy(lab, sha)
     if rc != 0:
         raise SystemExit(f"orch.deploy of {sha} failed:\n{output[-4000:]}")
-    return round(time.monotonic() - start, 1)
+    return round(time.monotonic() - start, 1), {
+        i: round(s.get("duration", 0) / 1000, 1) for i, s in states.items()}
 
 
 async def under_load(lab, lb_address, revisions, rate, deploys, idle, password):
@@ -111,17 +113,19 @@ def measure(spec_path, name, subnet, rate, deploys, idle, keep):
         timed_deploy(lab, revisions[1])  # the dependencies of the revisions installed once
         report, walls = asyncio.run(under_load(lab, hosts[lb]["address"], revisions, rate,
                                                deploys, idle, password))
-        two = min(walls)
+        two, steps = min(walls, key=lambda w: w[0])
         with lab.locked():
             for i in (len(app) + 1, len(app) + 2):
                 entry = {"address": 20 + i, "roles": ["app"], "env": "dev", "memory": 1024,
                          "cpus": 1}
                 lab.up(spec, {f"app{i}": host_entry(spec["subnet"], f"app{i}", entry)})
         highstate(lab)  # the new app hosts, and haproxy's pool on the lb host
-        four = min(timed_deploy(lab, revisions[i % 2]) for i in range(2))
+        four = min(timed_deploy(lab, revisions[i % 2])[0] for i in range(2))
     d, i = report.get("deploy", {}), report["idle"]
-    r = {"rate": rate, "deploys": deploys, "load": report, "deploy_seconds_2_hosts": walls,
-         "deploy_seconds_4_hosts": four, "load_1min_after": round(os.getloadavg()[0], 2)}
+    r = {"rate": rate, "deploys": deploys, "load": report,
+         "deploy_seconds_2_hosts": [wall for wall, _ in walls], "deploy_seconds_4_hosts": four,
+         "steps_of_the_fastest_2_host_deploy": steps,
+         "load_1min_after": round(os.getloadavg()[0], 2)}
     p99_ratio = round(d["p99"] / i["p99"], 2) if d and i["p99"] else None
     r["goals"] = {
         "0 failed requests": report["all"]["failures"] == 0,
@@ -147,6 +151,9 @@ def report(r):
                   f"{m['p50'] * 1000:8.1f} {m['p99'] * 1000:8.1f}")
     print(f"deploy wall time, 2 app hosts: {r['deploy_seconds_2_hosts']} s; "
           f"4 app hosts: {r['deploy_seconds_4_hosts']} s")
+    steps = r["steps_of_the_fastest_2_host_deploy"]
+    print("its slowest steps: " + ", ".join(
+        f"{i} {s} s" for i, s in sorted(steps.items(), key=lambda x: -x[1])[:8]))
     for goal, met in r["goals"].items():
         print(f"{'met   ' if met else 'MISSED'} {goal}")
 
