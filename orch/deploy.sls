@@ -24,21 +24,26 @@
 {{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.sha ~ ') to '
           ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
 
-{#- Steps 1, 2: the release checked out and its virtualenv, on every host. #}
-{{ notify('deploy-checkout-notify', plan, 'step', step='checkout') }}
+{#- Steps 1, 2 and 4: the release checked out and its virtualenv on every
+    host, and on the app hosts its static files collected (hashed, .gz, .br;
+    uWSGI serves them too), in one state run per host. #}
+{{ notify('deploy-checkout-notify', plan, 'step', step='checkout',
+          comment='with its virtualenv, and its static files on ' ~ (plan.app | join(', '))) }}
 
 deploy-checkout:
   salt.state:
     - tgt: {{ hosts | json }}
     - tgt_type: list
-    - sls: {{ ['site.checkout'] if dry else ['site.checkout', 'site.venv'] }}
+    - sls: {{ ['site.checkout'] if dry else ['site.checkout', 'site.venv', 'site.static'] }}
     - pillar: {{ build | json }}
     - failhard: True
 {%- if dry %}
 {{ would('deploy-venv', 'build or reuse the virtualenv of ' ~ release ~ ' on ' ~ (hosts | join(', '))) }}
-{{ would('deploy-migrate', 'migrate the database once, on ' ~ first) }}
 {{ would('deploy-static', 'collect the static files of ' ~ release ~ ' on '
-         ~ (plan.app | join(', ')) ~ ' and push them to the CDN origin from ' ~ first) }}
+         ~ (plan.app | join(', '))) }}
+{{ would('deploy-migrate', 'migrate the database once, on ' ~ first) }}
+{{ would('deploy-static-pushed', 'push the static files of ' ~ release
+         ~ ' to the CDN origin from ' ~ first) }}
 {%- else %}
 
 {#- Step 3: the migrations, once, on the first app host, before any switch. #}
@@ -51,17 +56,8 @@ deploy-migrate:
     - pillar: {{ build | json }}
     - failhard: True
 
-{#- Step 4: the static files collected (hashed, .gz, .br) on every app host
-    (uWSGI serves them too), pushed to the CDN origin from the first. #}
-{{ notify('deploy-static-notify', plan, 'step', step='static') }}
-
-deploy-static:
-  salt.state:
-    - tgt: {{ plan.app | json }}
-    - tgt_type: list
-    - sls: site.static
-    - pillar: {{ build | json }}
-    - failhard: True
+{#- Step 4: the static files pushed to the CDN origin from the first app host. #}
+{{ notify('deploy-static-notify', plan, 'step', step='static', comment='from ' ~ first) }}
 
 deploy-static-pushed:
   salt.function:
@@ -115,11 +111,16 @@ deploy-batch-{{ n }}-failed:
 {%-   endif %}
 {%- endfor %}
 
-{#- Step 6: the workers switched and restarted gracefully, after every app host. #}
+{#- Step 6: the workers switched and restarted gracefully, after every app
+    host; beside it, in parallel: Varnish's error page of the release, the
+    release log, the deploy's mark in Graphite, the old releases pruned. The
+    deploy finishes when all of them succeeded. #}
+{%- set tail = [] %}
 {%- if plan.worker and dry %}
 {{ would('deploy-workers', 'switch ' ~ (plan.worker | join(', ')) ~ ' to ' ~ release
          ~ ' and restart their workers gracefully') }}
 {%- elif plan.worker %}
+{%-   do tail.append({'salt': 'deploy-workers'}) %}
 
 {{ notify('deploy-workers-notify', plan, 'step', step='workers',
           comment=plan.worker | join(', ')) }}
@@ -130,11 +131,14 @@ deploy-workers:
     - tgt_type: list
     - sls: [site.switch, worker.restart]
     - pillar: {{ build | json }}
-    - failhard: True
+    - parallel: True
 {%- endif %}
 
 {%- if not dry %}
 {{ error_page('deploy', plan) }}
+{%-   if plan.varnish %}
+{%-     do tail.append({'salt': 'deploy-error-page-served'}) %}
+{%-   endif %}
 {%- endif %}
 
 {#- Audit and housekeeping. #}
@@ -145,12 +149,14 @@ deploy-release-logged:
     - tgt_type: list
     - arg: [{{ plan.site }}, deploy, {{ release }}]
     - kwarg: {{ {'sha': plan.sha, 'rev': plan.rev, 'who': plan.who} | json }}
+    - parallel: True
 
 deploy-marked:
   salt.function:
     - name: hpd_release.mark
     - tgt: {{ first }}
     - arg: [{{ plan.site }}]
+    - parallel: True
 
 deploy-pruned:
   salt.function:
@@ -158,8 +164,11 @@ deploy-pruned:
     - tgt: {{ hosts | json }}
     - tgt_type: list
     - kwarg: {{ {'keep': keep, 'protect': protect} | json }}
+    - parallel: True
+{%- do tail.extend([{'salt': 'deploy-release-logged'}, {'salt': 'deploy-marked'},
+                    {'salt': 'deploy-pruned'}]) %}
 
-{{ notify('deploy-finish', plan, 'finish') }}
+{{ notify('deploy-finish', plan, 'finish', requisites={'require': tail}) }}
 
 deploy-unlocked:
   salt.runner:

@@ -63,8 +63,13 @@ rollback-release-logged:
     - tgt_type: list
     - arg: [{{ plan.site }}, rollback, {{ plan.release }}]
     - kwarg: {{ {'who': plan.who} | json }}
+    - parallel: True
+{%- set tail = [{'salt': 'rollback-release-logged'}] %}
+{%- if plan.varnish %}
+{%-   do tail.append({'salt': 'rollback-error-page-served'}) %}
+{%- endif %}
 
-{{ notify('rollback-finish', plan, 'finish', step='rollback') }}
+{{ notify('rollback-finish', plan, 'finish', step='rollback', requisites={'require': tail}) }}
 
 rollback-unlocked:
   salt.runner:

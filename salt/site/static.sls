@@ -1,12 +1,15 @@
-{#- Release step 4: the release's static files (hashed names, .gz and .br
-    beside them: the site's manifest storage) in releases/<id>/<site:static_dir>,
-    where uWSGI serves them from and orch.deploy pushes them to the CDN origin.
+{#- Release step 4, on an app host (nothing on others: orch.deploy applies it
+    with site.checkout and site.venv on every host, after them): the release's
+    static files (hashed names, .gz and .br beside them: the site's manifest
+    storage) in releases/<id>/<site:static_dir>, where uWSGI serves them from
+    and orch.deploy pushes them to the CDN origin.
     Done once per release: the manifest, written last, says it is complete.
     Then the site's error page, releases/<id>/500.html (its generate_500_html,
     with the release's static URLs): what Varnish serves when no app host
     answers, published to the mine once the release serves (site.switch). #}
 {%- from tpldir ~ "/map.jinja" import site, env, user with context %}
 {%- from tpldir ~ "/release.jinja" import release_dir, python with context %}
+{%- if 'app' in salt['pillar.get']('hpd:roles', []) %}
 
 site-release-static-collected:
   cmd.run:
@@ -25,3 +28,4 @@ site-release-error-page-rendered:
     - env: {{ env | json }}
     - require:
       - cmd: site-release-static-collected
+{%- endif %}

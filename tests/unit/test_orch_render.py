@@ -88,3 +88,24 @@ def test_every_state_is_one_function_call(tmp_path, sls):
     states, _ = render(tmp_path, sls, pillar)
     for sid, state in states.items():
         assert len(state) == 1, sid
+
+
+@pytest.mark.parametrize("sls, parallel", [
+    ("deploy", {"deploy-workers", "deploy-error-page-served", "deploy-release-logged",
+                "deploy-marked", "deploy-pruned"}),
+    ("rollback", {"rollback-error-page-served", "rollback-release-logged"}),
+])
+def test_the_steps_after_the_switch_run_in_parallel_and_the_finish_waits_for_them(
+        tmp_path, sls, parallel):
+    pillar = {"deploy": {"rev": "main"}} if sls == "deploy" else {"deploy": {}}
+    states, _ = render(tmp_path, sls, pillar)
+    assert {sid for sid, state in states.items() if args(state)[1].get("parallel")} == parallel
+    finish = args(states[f"{sls}-finish"])[1]
+    assert {next(iter(r.values())) for r in finish["require"]} == parallel
+    # The static files are collected with the checkout, before the migration.
+    if sls == "deploy":
+        ids = list(states)
+        assert args(states["deploy-checkout"])[1]["sls"] == [
+            "site.checkout", "site.venv", "site.static"]
+        assert ids.index("deploy-checkout") < ids.index("deploy-migrate") < ids.index(
+            "deploy-static-pushed") < ids.index("deploy-batch-1-drain-app1")
