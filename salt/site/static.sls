@@ -7,9 +7,9 @@
     Then the site's error page, releases/<id>/500.html (its generate_500_html,
     with the release's static URLs): what Varnish serves when no app host
     answers, published to the mine once the release serves (site.switch). #}
-{%- from tpldir ~ "/map.jinja" import site, env, user with context %}
+{%- from tpldir ~ "/map.jinja" import site, env, user, roles with context %}
 {%- from tpldir ~ "/release.jinja" import release_dir, python with context %}
-{%- if 'app' in salt['pillar.get']('hpd:roles', []) %}
+{%- if 'app' in roles %}
 
 site-release-static-collected:
   cmd.run:

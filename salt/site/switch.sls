@@ -2,8 +2,8 @@
     request never finds it missing); only a complete release: its virtualenv
     built and, on app hosts, its static files collected. uWSGI and the workers
     serve it after app.reload and worker.restart. A rollback is this step with
-    deploy:release naming the earlier release. The host's mine data then says
-    which error page it serves (hpd_error_page: the varnish hosts read it). #}
+    deploy:release naming the earlier release. An app host's mine data then
+    says which error page it serves (hpd_error_page: the varnish hosts read it). #}
 {%- from tpldir ~ "/map.jinja" import site, paths, roles with context %}
 {%- from tpldir ~ "/release.jinja" import release_dir with context %}
 
@@ -26,8 +26,11 @@ site-release-current-switched:
     - require:
       - file: site-release-complete
 
+{%- if 'app' in roles %}
+
 site-release-error-page-published:
   module.run:
     - mine.update: []
     - onchanges:
       - module: site-release-current-switched
+{%- endif %}
