@@ -5,7 +5,9 @@ lab/specs/farm.yaml, as `hpdload` on 10.96.0.0/24 unless `--name`/`--subnet`
 say otherwise):
 
 - a steady load from this machine to the lb address (benchmarks/loadgen.py:
-  open loop at --rate requests/s, a share of them logged in) for an idle period,
+  open loop at --rate requests/s, a share of them logged in; its thread at
+  nice -10, so the client sharing the CPUs with the lab is not what is slow)
+  for an idle period,
   then across --deploys deploys with orch.deploy of two revisions that differ
   in code but not in dependencies, alternately: requests, failures (non-2xx/3xx
   or no answer), slow requests (over 1 s), p50/p99 during the deploys against
@@ -66,7 +68,13 @@ def highstate(lab, target="*"):
 
 
 def timed_deploy(lab, sha):
-    """(seconds orch.deploy of ``sha`` took, {state id: its seconds})."""
+    """(seconds orch.deploy of ``sha`` took, {state id: its seconds}); salt-run
+    at the normal CPU priority, whatever the calling thread's."""
+    with loadgen.priority(0):
+        return _timed_deploy(lab, sha)
+
+
+def _timed_deploy(lab, sha):
     start = time.monotonic()
     rc, states, output = deploy(lab, sha)
     if rc != 0:
@@ -90,10 +98,12 @@ async def under_load(lab, lb_address, revisions, rate, deploys, idle, password):
 
     load.mark("idle")
     task = asyncio.create_task(deploying())
-    # Load until the deploys are done and at least MIN_REQUESTS were sent.
-    while not task.done() or len(load.outcomes) < MIN_REQUESTS:
-        await load.run(5)
-    await task
+    # Load until the deploys are done and at least MIN_REQUESTS were sent, the
+    # client ahead of the lab for the CPUs (the deploys' threads are not).
+    with loadgen.priority(-10):
+        while not task.done() or len(load.outcomes) < MIN_REQUESTS:
+            await load.run(5)
+        await task
     return load.report(), walls
 
 

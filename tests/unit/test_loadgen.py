@@ -4,6 +4,7 @@ address, Django's login dance, outcomes, periods and percentiles."""
 
 import asyncio
 import datetime
+import os
 import ssl
 import threading
 import time
@@ -323,3 +324,25 @@ def test_bad_urls_are_refused(lg, url):
 def test_a_request_in_flight_is_pending_neither_failed_nor_answered(lg):
     assert outcome(lg, 0.0, status=None).pending
     assert not outcome(lg, 0.1).pending and not outcome(lg, 0.1, status=None, error="x").pending
+
+
+def test_priority_sets_the_calling_threads_nice_value_and_restores_it(lg):
+    seen = {}
+
+    def thread():
+        me = threading.get_native_id()
+        with lg.priority(7):
+            seen["inside"] = os.getpriority(os.PRIO_PROCESS, me)
+            child = threading.Thread(target=lambda: seen.setdefault(
+                "started inside", os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            child.start()
+            child.join()
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, me)
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=thread)
+    worker.start()
+    worker.join()
+    assert seen == {"inside": 7, "started inside": 7, "after": base}
+    # Only that thread: this one kept its own.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
