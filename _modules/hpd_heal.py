@@ -30,8 +30,11 @@ __virtualname__ = "hpd_heal"
 BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port", "hpd_errors")
 #: systemd states in which systemd is still working on a unit.
 TRANSIENT = frozenset({"activating", "deactivating", "reloading", "refreshing"})
-#: Seconds between two looks at a unit that is settling.
+#: Seconds between two looks at a unit that is settling: while it has to stay up,
+#: and (TRANSIENT_POLL) while systemd is working on it, so that a start follows
+#: the end of a stop at once (the reactor's heal usually arrives during the stop).
 POLL = 0.2
+TRANSIENT_POLL = 0.05
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -158,7 +161,7 @@ def _settle(show, settle, timeout, clock=time.monotonic, sleep=time.sleep):
             run = None
         if now - t0 >= timeout:
             return state
-        sleep(POLL)
+        sleep(TRANSIENT_POLL if state in TRANSIENT else POLL)
 
 
 def _wanted(props):

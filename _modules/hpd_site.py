@@ -13,7 +13,8 @@ Release layout under ``common:app_root`` (``/srv/hpd``)::
         <site:static_dir>/          collectstatic's output (app hosts)
     venvs/<key>/               one virtualenv per requirements.txt and Python
     current -> releases/<id>   what uWSGI and the workers run (switched atomically)
-    run/                       the uWSGI stats socket, the chain-reload trigger
+    run/                       the uWSGI stats socket, the chain-reload trigger, the
+                               master FIFO
     log/                       uWSGI's request log
     media/                     user uploads (the backup host pulls them)
 """
@@ -203,7 +204,8 @@ def vassal(site, app, address, tuning, env, paths):
     ``env`` :func:`environment`'s.
 
     ``paths``: ``current`` (the release symlink), ``stats`` (the stats socket),
-    ``reload`` (the chain-reload trigger), ``request_log``.
+    ``reload`` (the chain-reload trigger), ``fifo`` (the master FIFO, which
+    the emperor's unit writes to as it stops), ``request_log``.
 
     A chain reload (touching ``paths.reload``) replaces the workers one at a
     time; each new worker imports the code ``current`` points to then, because
@@ -237,6 +239,8 @@ def vassal(site, app, address, tuning, env, paths):
         ["die-on-term", "true"],
         ["vacuum", "true"],
         ["touch-chain-reload", paths["reload"]],
+        # The unit's stop wakes the master through it (salt/app/files/uwsgi-emperor-stop).
+        ["master-fifo", paths["fifo"]],
         ["stats", paths["stats"]],
         ["memory-report", "true"],
         ["log-x-forwarded-for", "true"],

@@ -12,6 +12,18 @@ app-emperor-unit-file-managed:
     - user: root
     - group: root
     - mode: '0644'
+    - require:
+      - file: app-emperor-stop-script-managed
+
+{#- The unit's ExecStop: the emperor's stop, woken from its 1-s waits. #}
+app-emperor-stop-script-managed:
+  file.managed:
+    - name: {{ emperor.stop }}
+    - source: salt://{{ tpldir }}/files/uwsgi-emperor-stop
+    - makedirs: True
+    - user: root
+    - group: root
+    - mode: '0755'
 
 {#- The emperor reloads a vassal whose file changes (a full graceful reload, for
     new options), starts new ones and stops those removed. #}

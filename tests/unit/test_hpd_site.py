@@ -147,7 +147,7 @@ def test_a_listen_above_somaxconn_is_refused_naming_the_key():
 
 
 PATHS = {"current": "/srv/hpd/current", "stats": "/srv/hpd/run/example-stats.sock",
-         "reload": "/srv/hpd/run/example.reload",
+         "reload": "/srv/hpd/run/example.reload", "fifo": "/srv/hpd/run/example.fifo",
          "request_log": "/srv/hpd/log/example-access.log"}
 
 
@@ -181,6 +181,12 @@ def test_the_vassal_sets_every_option_the_issue_lists():
     assert found["env"] == ["DJANGO_LOG_LEVEL=INFO", "DJANGO_SETTINGS_MODULE=hpdexample.settings",
                             "HPD_SITE_CONFIG=/etc/hpd/example.json"]
     assert "max-requests-delta" not in found  # Debian's uWSGI 2.0.21 refuses it
+
+
+def test_the_vassal_has_the_master_fifo_the_emperors_stop_wakes_it_through():
+    """salt/app/files/uwsgi-emperor-stop writes to this FIFO: without it the
+    vassal's master notices its workers' exit only at its next 1-s tick."""
+    assert options(vassal())["master-fifo"] == [PATHS["fifo"]]
 
 
 def test_the_vassal_imports_the_code_current_points_to_in_each_new_worker():
