@@ -1,5 +1,7 @@
-# common: what every host gets (packages, time zone, the app user, /srv layout).
+# common: what every host gets (packages, time zone, the app user, /srv layout,
+# Salt's own work at a lower CPU priority than the services).
 include:
   - .package
   - .config
+  - .minion
   - .vitals

@@ -72,6 +72,17 @@ def test_app_user_exists_and_owns_srv(lab, highstate):
         assert zone.endswith("Etc/UTC"), host
 
 
+def test_salts_own_work_runs_at_a_lower_cpu_priority_than_the_services(lab, highstate):
+    # A job's process (the shell cmd.run starts) inherits the minion's nice
+    # value, set by the first highstate without a restart; a service does not.
+    niced = lab.salt("*", "cmd.run", "ps -o ni= -p $$")
+    assert {host: str(out).strip() for host, out in niced.items()} == dict.fromkeys(
+        lab.hosts, "10")
+    for host in lab.hosts:
+        journald = lab.exec(host, "ps", "-o", "ni=", "-C", "systemd-journald").stdout.split()
+        assert journald == ["0"], host
+
+
 def test_second_highstate_changes_nothing(lab, highstate):
     again = state_results(lab.salt("*", "state.apply"), lab.hosts)
     for host, results in again.items():
