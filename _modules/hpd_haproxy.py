@@ -73,17 +73,13 @@ def _stat_rows(text):
     return [row for row in csv.DictReader(io.StringIO("\n".join(lines))) if row.get("pxname")]
 
 
-def _server_row(rows, backend, server):
-    """A server's row as ``{"status", "sessions", "weight", "check"}``, or None."""
-    for row in rows:
+def _row(backend, server, socket_path):
+    """The ``show stat`` row of ``server`` in ``backend`` (``BACKEND``: the
+    backend's own); an error when haproxy has none."""
+    for row in _stat_rows(command("show stat", socket_path)):
         if row["pxname"] == backend and row["svname"] == server:
-            return {
-                "status": row["status"],
-                "sessions": int(row["scur"] or 0),
-                "weight": int(row["weight"] or 0),
-                "check": row.get("check_status") or None,
-            }
-    return None
+            return row
+    raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
 
 
 def state(backend, server, socket_path=SOCKET):
@@ -99,22 +95,17 @@ def state(backend, server, socket_path=SOCKET):
 
         salt lb hpd_haproxy.state app app1
     """
-    found = _server_row(_stat_rows(command("show stat", socket_path)), backend, server)
-    if found is None:
-        raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
-    return found
+    row = _row(backend, server, socket_path)
+    return {
+        "status": row["status"],
+        "sessions": int(row["scur"] or 0),
+        "weight": int(row["weight"] or 0),
+        "check": row.get("check_status") or None,
+    }
 
 
 #: Response counters of `show stat`, by status class.
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
-
-
-def _responses(rows, backend, server):
-    """A backend's or server's ``{class: responses}``, or None."""
-    for row in rows:
-        if row["pxname"] == backend and row["svname"] == server:
-            return {c: int(row.get(f"hrsp_{c}") or 0) for c in _CLASSES}
-    return None
 
 
 def responses(backend, server="BACKEND", socket_path=SOCKET):
@@ -130,10 +121,8 @@ def responses(backend, server="BACKEND", socket_path=SOCKET):
 
         salt lb hpd_haproxy.responses app
     """
-    found = _responses(_stat_rows(command("show stat", socket_path)), backend, server)
-    if found is None:
-        raise CommandExecutionError(f"haproxy has no server {backend}/{server}")
-    return found
+    row = _row(backend, server, socket_path)
+    return {c: int(row.get(f"hrsp_{c}") or 0) for c in _CLASSES}
 
 
 def _set_state(backend, server, wanted, socket_path):
