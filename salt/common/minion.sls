@@ -8,6 +8,7 @@
     everywhere); when it changes, the running minion's processes and threads
     (one process group: the job processes it forks inherit the value) are
     reniced at once. #}
+{%- set nice = 10 %}
 
 common-minion-priority-dropin-managed:
   file.managed:
@@ -20,13 +21,13 @@ common-minion-priority-dropin-managed:
         # Managed by Salt (salt/common/minion.sls): Salt's work yields the CPU
         # to the services.
         [Service]
-        Nice=10
+        Nice={{ nice }}
         CPUWeight=20
 
 common-minion-priority-applied:
   cmd.run:
     - name: >-
         systemctl daemon-reload &&
-        renice -n 10 -g "$(ps -o pgid= -p "$(systemctl show -p MainPID --value salt-minion)")"
+        renice -n {{ nice }} -g "$(ps -o pgid= -p "$(systemctl show -p MainPID --value salt-minion)")"
     - onchanges:
       - file: common-minion-priority-dropin-managed
