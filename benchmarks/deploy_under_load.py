@@ -70,13 +70,9 @@ def highstate(lab, target="*"):
 def timed_deploy(lab, sha):
     """(seconds orch.deploy of ``sha`` took, {state id: its seconds}); salt-run
     at the normal CPU priority, whatever the calling thread's."""
-    with loadgen.priority(0):
-        return _timed_deploy(lab, sha)
-
-
-def _timed_deploy(lab, sha):
     start = time.monotonic()
-    rc, states, output = deploy(lab, sha)
+    with loadgen.priority(0):
+        rc, states, output = deploy(lab, sha)
     if rc != 0:
         raise SystemExit(f"orch.deploy of {sha} failed:\n{output[-4000:]}")
     return round(time.monotonic() - start, 1), {
