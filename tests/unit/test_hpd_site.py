@@ -136,7 +136,19 @@ def test_uwsgi_tuning_takes_the_tune_and_pillar_overrides_win():
     overrides = settings("app", uwsgi={"processes": 3, "harakiri": 60})["uwsgi"]
     assert SITE.uwsgi_tuning(TUNE, overrides, 4096) == {
         "processes": 3, "threads": 2, "listen": 512, "max-requests": 5000,
-        "harakiri": 60, "post-buffering": 8192, "buffer-size": 32768}
+        "harakiri": 60, "post-buffering": 8192, "buffer-size": 32768,
+        "worker-reload-mercy": 5}
+
+
+@pytest.mark.parametrize("uwsgi, mercy", [
+    ({}, 5),                                        # threads: uWSGI cancels them, no wait
+    ({"threads": 1, "harakiri": 45}, 45),           # one thread finishes its request
+    ({"worker-reload-mercy": 20}, 20),              # the pillar's wins
+    ({"threads": 1, "worker-reload-mercy": 7}, 7),
+])
+def test_a_worker_being_replaced_gets_a_mercy_that_fits_its_threads(uwsgi, mercy):
+    overrides = settings("app", uwsgi=uwsgi)["uwsgi"]
+    assert SITE.uwsgi_tuning(TUNE, overrides, 4096)["worker-reload-mercy"] == mercy
 
 
 def test_a_listen_above_somaxconn_is_refused_naming_the_key():
@@ -172,6 +184,7 @@ def test_the_vassal_sets_every_option_the_issue_lists():
                 "log-x-forwarded-for", "req-logger", "logger", "listen"):
         assert key in found, key
     assert found["processes"] == [4] and found["threads"] == [2] and found["listen"] == [512]
+    assert found["worker-reload-mercy"] == [5]
     assert found["stats"] == [PATHS["stats"]]
     assert found["procname-prefix-spaced"] == ["example"]
     assert found["http-socket"] == ["10.0.0.21:8000"]

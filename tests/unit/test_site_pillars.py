@@ -31,6 +31,7 @@ SECRET_KEY = "a-real-django-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
     ("app", {"uwsgi": {"processes": "many"}}, "app:uwsgi:processes"),
     ("app", {"uwsgi": {"threads": 0}}, "app:uwsgi:threads"),
     ("app", {"uwsgi": {"max-requests-delta": 10}}, "app:uwsgi"),
+    ("app", {"uwsgi": {"worker-reload-mercy": 0}}, "app:uwsgi:worker-reload-mercy"),
     ("app", {"request_log_max_mb": 0}, "app:request_log_max_mb"),
     ("worker", {"count": "two"}, "worker:count"),
     ("worker", {"count": 0}, "worker:count"),
