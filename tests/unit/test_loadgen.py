@@ -6,6 +6,8 @@ import asyncio
 import datetime
 import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -346,3 +348,27 @@ def test_priority_sets_the_calling_threads_nice_value_and_restores_it(lg):
     assert seen == {"inside": 7, "started inside": 7, "after": base}
     # Only that thread: this one kept its own.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+AUTOGROUP = "/proc/self/autogroup"
+
+
+@pytest.mark.skipif(not os.path.exists(AUTOGROUP), reason="the kernel has no autogroups")
+def test_session_priority_sets_the_sessions_autogroup_nice_value_and_restores_it():
+    """In a session of its own, so this one's priority is never touched."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import loadgen\n"
+        "read = lambda: open('/proc/self/autogroup').read().split('nice')[1].strip()\n"
+        "before = read()\n"
+        "with loadgen.session_priority(-7):\n"
+        "    inside = read()\n"
+        "print(before, inside, read())\n")
+    out = subprocess.run([sys.executable, "-c", script, str(MODULE_PATH.parent)],
+                         capture_output=True, text=True, check=True, start_new_session=True)
+    assert out.stdout.split() == ["0", "-7", "0"]
+
+
+def test_session_priority_does_nothing_without_autogroups(lg, tmp_path):
+    with lg.session_priority(-7, autogroup=tmp_path / "absent"):
+        pass
+    assert not (tmp_path / "absent").exists()
