@@ -1321,34 +1321,21 @@ def _schedule_cron(interval):
     )
 
 
-def push_schedule(interval, timeout):
+def schedule_cron(interval):
     """
-    The timing of the Salt schedule job that runs :func:`push_vitals` every
-    ``interval`` seconds, each push allowed ``timeout`` seconds: ``{"cron":
-    <expression, seconds last>, "splay": {"start": 0, "end": <seconds>}}``.
-
-    The cron expression fires at wall-clock multiples of the interval (a
-    ``seconds:`` job starts at a random phase and, near a slot boundary, leaves
-    one whisper slot empty and writes the next twice). The splay delays each
-    run by a random 0 to ``interval - timeout`` seconds: the hosts of a farm do
-    not all push (and load carbon, or the machine a lab shares) in the same
-    second, and each push still starts, and is stamped, inside its slot and
-    ends before the next one is due.
+    The Salt schedule ``cron`` expression (seconds last) that runs a job every
+    ``interval`` seconds at wall-clock multiples of it, so each push of
+    :func:`push_vitals` lands just after its whisper slot starts and fills
+    exactly that slot (a ``seconds:`` job starts at a random phase and, near a
+    slot boundary, leaves one slot empty and writes the next twice).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' highperf.push_schedule 60 5
+        salt '*' highperf.schedule_cron 10
     """
-    interval = _number("interval", interval, integer=True)
-    timeout = _number("timeout", timeout)
-    if timeout >= interval:
-        raise SaltInvocationError(
-            f"timeout ({timeout}) must be less than the interval ({interval}): pillar "
-            f"highperf:graphite:timeout and highperf:graphite:interval")
-    return {"cron": _schedule_cron(interval),
-            "splay": {"start": 0, "end": math.floor(interval - timeout)}}
+    return _schedule_cron(_number("interval", interval, integer=True))
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}

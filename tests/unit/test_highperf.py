@@ -1256,7 +1256,7 @@ def test_loading_highperf_loads_no_other_module(minion_opts, monkeypatch):
         return load_module(self, name)
 
     monkeypatch.setattr(salt.loader.lazy.LazyLoader, "_load_module", spy)
-    assert mods.run(lambda: mods["highperf.push_schedule"](60, 5))["cron"] == "*/1 * * * * 0"
+    assert mods.run(lambda: mods["highperf.schedule_cron"](60)) == "*/1 * * * * 0"
     assert loaded == ["highperf"]
 
 
@@ -1424,30 +1424,14 @@ def test_salt_call_local(tmp_path):
     [(5, "* * * * * */5"), (30, "* * * * * */30"), (60, "*/1 * * * * 0"),
      (300, "*/5 * * * * 0"), (3600, "0 * * * * 0")],
 )
-def test_the_push_runs_at_wall_clock_multiples(hp, interval, cron):
-    assert hp.push_schedule(interval, 2)["cron"] == cron
-
-
-@pytest.mark.parametrize("interval, timeout, end", [(5, 2, 3), (60, 5, 55), (60, 2.5, 57),
-                                                    ("10", "1", 9)])
-def test_each_push_is_delayed_at_most_until_its_timeout_would_overrun_the_slot(
-        hp, interval, timeout, end):
-    assert hp.push_schedule(interval, timeout)["splay"] == {"start": 0, "end": end}
+def test_schedule_cron_runs_at_wall_clock_multiples(hp, interval, cron):
+    assert hp.schedule_cron(interval) == cron
 
 
 @pytest.mark.parametrize("interval", [7, 45, 90, 7200, 0, -5, "x"])
-def test_intervals_that_drift_across_slots_are_refused(hp, interval):
+def test_schedule_cron_refuses_intervals_that_drift_across_slots(hp, interval):
     with pytest.raises(SaltInvocationError, match="interval"):
-        hp.push_schedule(interval, 0.5)
-
-
-@pytest.mark.parametrize("timeout", [5, 6, 0, "soon"])
-def test_a_timeout_not_below_the_interval_is_refused_naming_the_pillar_keys(hp, timeout):
-    with pytest.raises(SaltInvocationError, match="timeout"):
-        hp.push_schedule(5, timeout)
-    if timeout in (5, 6):
-        with pytest.raises(SaltInvocationError, match="highperf:graphite:timeout"):
-            hp.push_schedule(5, timeout)
+        hp.schedule_cron(interval)
 
 
 def test_retentions_put_the_push_interval_first(hp):
