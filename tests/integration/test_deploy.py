@@ -190,5 +190,5 @@ def test_a_second_deploy_is_refused_while_one_runs(lab, farm, revisions):
         assert rc != 0
         assert "deploy of example to dev refused: " in output
     finally:
-        first.communicate(timeout=1500)
-    assert first.returncode == 0
+        out, err = first.communicate(timeout=1500)
+    assert first.returncode == 0, (err + out)[-6000:]
