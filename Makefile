@@ -12,9 +12,16 @@ LABCTL := lab/labctl
 APT_PACKAGES := python3 python3-venv systemd-container debootstrap iproute2 apt-utils \
   python3-whisper wrk
 REQUIREMENTS := $(shell sed -n '/^install_requires =/,/^$$/p' setup.cfg | tail -n +2)
+VENV_LOCKS := lock/venv-build.txt lock/venv.txt
+PIP := $(VENV)/bin/pip -qq --disable-pip-version-check
+# The locks' one resolver (uv: a single binary, resolves in seconds, writes
+# pip's requirements format with every file's hash). The hosts and the lab run
+# Debian 12's python3, 3.11 on Linux.
+UV_COMPILE := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+  --python-platform linux --custom-compile-command 'make lock'
 SLS := $(shell find salt orch reactor -name '*.sls' 2>/dev/null)
 
-.PHONY: setup host-packages demo test lint unit integration bench down
+.PHONY: setup host-packages demo test lint unit integration bench down lock
 
 setup: host-packages $(VENV)/.installed
 	$(LABCTL) build
@@ -24,10 +31,24 @@ host-packages:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 
 # The venv lives outside /root (lab hosts and service users run its python).
-$(VENV)/.installed: setup.cfg | host-packages
+# Only from the locks, with hashes: first what the two source-only packages
+# (salt, timelib) need to build, then everything, built without build isolation
+# (an isolated build would fetch the newest setuptools). -qq: this machine's pip
+# config warns about each of its extra indexes that lacks a package.
+$(VENV)/.installed: $(VENV_LOCKS) | host-packages
 	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check $(REQUIREMENTS)
+	$(PIP) install --require-hashes --no-deps -r lock/venv-build.txt
+	$(PIP) install --require-hashes --no-build-isolation -r lock/venv.txt
+	$(PIP) check || $(VENV)/bin/pip check
 	touch $@
+
+# Update the locks from their inputs (setup.cfg's install_requires,
+# lock/venv-build.in, example/requirements.in) with uv, keeping every pin the
+# inputs still allow; LOCK_ARGS='--upgrade-package NAME' (or --upgrade) moves on.
+lock: $(VENV)/.installed
+	printf '%s\n' $(REQUIREMENTS) | $(UV_COMPILE) $(LOCK_ARGS) - -o lock/venv.txt
+	$(UV_COMPILE) $(LOCK_ARGS) -c lock/venv.txt lock/venv-build.in -o lock/venv-build.txt
+	$(UV_COMPILE) $(LOCK_ARGS) example/requirements.in -o example/requirements.txt
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

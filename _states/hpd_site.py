@@ -7,7 +7,9 @@ an earlier release when requirements.txt did not change (a deploy without new
 dependencies installs nothing). So the virtualenv lives under a key made from
 the requirements' hash and the Python version (``hpd_site.venv_key``), is built
 once with Salt's ``virtualenv.create`` and ``pip.install`` (only from the local
-wheelhouse), marked complete, and the release gets a symlink to it.
+wheelhouse, and only a lock: ``--require-hashes``, so every package, the ones
+requirements.txt's packages need included, must be pinned with the hash of its
+file), marked complete, and the release gets a symlink to it.
 """
 
 import os
@@ -17,6 +19,8 @@ __virtualname__ = "hpd_site"
 
 #: Written last into a virtualenv: its packages are all installed.
 COMPLETE = ".hpd-complete"
+#: pip's last lines in a failed install's comment: its error, not its progress.
+PIP_LINES = 10
 
 
 def __virtual__():
@@ -35,8 +39,9 @@ def _link(target, name):
 def venv_linked(name, requirements, venvs, find_links, user, python="/usr/bin/python3"):
     """
     The symlink ``name`` (a release's ``venv``) points to a complete virtualenv
-    under ``venvs`` for ``requirements`` (the release's requirements.txt),
-    installed by ``user`` from ``find_links`` only (``--no-index``).
+    under ``venvs`` for ``requirements`` (the release's requirements.txt, a lock
+    with hashes), installed by ``user`` from ``find_links`` only (``--no-index``,
+    ``--require-hashes``).
 
     .. code-block:: yaml
 
@@ -79,11 +84,13 @@ def venv_linked(name, requirements, venvs, find_links, user, python="/usr/bin/py
             return ret
         installed = __salt__["pip.install"](requirements=requirements, bin_env=venv,
                                             no_index=True, find_links=find_links, user=user,
-                                            disable_version_check=True)
+                                            disable_version_check=True,
+                                            extra_args=["--require-hashes"])
         if installed["retcode"] != 0:
+            said = (installed["stderr"] or installed["stdout"]).strip().splitlines()
             ret.update(result=False, changes={},
                        comment=f"pip install -r {requirements} failed: "
-                               f"{(installed['stderr'] or installed['stdout']).strip()}")
+                               + "\n".join(said[-PIP_LINES:]))
             return ret
         with open(os.path.join(venv, COMPLETE), "w", encoding="utf-8") as fh:
             fh.write(text)

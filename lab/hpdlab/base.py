@@ -4,7 +4,8 @@
                                packages, minion unit, apt sources); hosts mount it
                                read-only as their overlay's lower layer
     LAB_ROOT/apt-archives/     .deb cache filled on the machine (hosts have no route out)
-    LAB_ROOT/wheelhouse/       Python wheels filled on the machine
+    LAB_ROOT/wheelhouse/       the site's locked wheels (example/requirements.txt),
+                               downloaded on the machine
 
 One lock ("build") covers building, filling and removing bases. A base that
 changed goes into a new directory; an old one is removed once no lab uses it (no
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hpdlab import util
+from hpdlab import locks, util
 from hpdlab.util import REPO, VENV, LabError, fingerprint, locked, log, read_list, run
 
 SUITE = "bookworm"
@@ -206,18 +207,28 @@ def fill_archives(base, base_inputs):
 
 
 def fill_wheelhouse():
-    """Download lab/wheels.txt into the wheelhouse (hosts install with --no-index)."""
-    wheelhouse, stamp = util.LAB_ROOT / "wheelhouse", util.LAB_ROOT / "wheelhouse.inputs"
-    wheels = read_list(REPO / "lab" / "wheels.txt")
-    inputs = fingerprint(wheels)
+    """The wheelhouse holds exactly the site's lock (example/requirements.txt, the
+    file the hosts install): what is missing is downloaded from the lock itself,
+    with --no-deps --require-hashes, so nothing is resolved here; a file the lock
+    does not allow (an older lock's) is removed."""
+    wheelhouse = util.LAB_ROOT / "wheelhouse"
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    if stamp.exists() and stamp.read_text().strip() == inputs:
-        return wheelhouse
-    if wheels:
-        log(f"downloading {len(wheels)} Python packages into the wheelhouse")
-        run([VENV / "bin/pip", "download", "-q", "--only-binary=:all:", "-d", wheelhouse,
-             *wheels])
-    stamp.write_text(inputs + "\n")
+    (util.LAB_ROOT / "wheelhouse.inputs").unlink(missing_ok=True)  # the old stamp
+    pins = locks.read(locks.SITE_LOCK)
+    missing, stale = locks.wheelhouse_status(pins, wheelhouse)
+    for path in stale:
+        path.unlink()
+    if missing:
+        log(f"downloading {len(missing)} of the site's {len(pins)} locked Python packages "
+            "into the wheelhouse")
+        # -qq: this machine's pip config warns about each extra index that lacks one.
+        run([VENV / "bin/pip", "download", "-qq", "--disable-pip-version-check",
+             "--no-deps", "--require-hashes", "--only-binary=:all:", "-d", wheelhouse,
+             "-r", locks.SITE_LOCK])
+        missing, _ = locks.wheelhouse_status(pins, wheelhouse)
+        if missing:
+            raise LabError(f"the wheelhouse {wheelhouse} still lacks {', '.join(missing)} "
+                           f"after pip download -r {locks.SITE_LOCK}")
     return wheelhouse
 
 
