@@ -223,7 +223,7 @@ def error_page(app_root=None):
 def _first_page(peers, mined):
     """The page of the first peer (by name) that published one, or None."""
     for peer in sorted(peers):
-        page = (mined or {}).get(peer)
+        page = mined.get(peer)
         if isinstance(page, str) and page.strip():
             return page
     return None
@@ -235,7 +235,8 @@ def site_error_page(wait=0, role="app", interval=5):
     it to the mine (``hpd_error_page``; the first host by name that has one),
     or None. With none published yet (a farm's first highstate, while the app
     hosts build their first release), ask again every ``interval`` seconds for
-    up to ``wait`` seconds.
+    up to ``wait`` seconds, and no longer once every app host has published
+    False (its first release failed: salt/site/release.sls): none will come.
 
     CLI Example:
 
@@ -248,11 +249,13 @@ def site_error_page(wait=0, role="app", interval=5):
         return None
     deadline = time.monotonic() + float(wait)
     while True:
-        page = _first_page(peers, __salt__["mine.get"](peers, ERROR_PAGE_FUNCTION,
-                                                       tgt_type="list"))
-        if page is not None or time.monotonic() >= deadline:
+        mined = __salt__["mine.get"](peers, ERROR_PAGE_FUNCTION, tgt_type="list") or {}
+        page = _first_page(peers, mined)
+        failed = all(mined.get(peer) is False for peer in peers)
+        if page is not None or failed or time.monotonic() >= deadline:
             if page is None:
-                log.warning("hpd_edge: no app host (%s) published the site's error page (%s)",
-                            ", ".join(sorted(peers)), ERROR_PAGE_FUNCTION)
+                log.warning("hpd_edge: no app host (%s) published the site's error page (%s)%s",
+                            ", ".join(sorted(peers)), ERROR_PAGE_FUNCTION,
+                            ": their first release failed" if failed else "")
             return page
         time.sleep(interval)

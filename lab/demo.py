@@ -29,18 +29,41 @@ GRAPH_PORT = 8080  # pillar monitoring:web:port (its default)
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+#: A state's comment when it did not run because a state it requires failed.
+REQUISITE_FAILED = "One or more requisite failed"
+
+
+def failures(ret):
+    """[(state id, state function, comment)] of the states in a host's highstate
+    return that failed for a reason of their own (not a requisite's), in the
+    order they ran; a return that is not states (a render error) as one entry."""
+    if not isinstance(ret, dict):
+        lines = ret if isinstance(ret, list) else [ret]
+        return [("highstate", "render", "\n".join(str(line) for line in lines))]
+    failed = sorted((r for r in ret.values() if r["result"] is not True),
+                    key=lambda r: r.get("__run_num__", 0))
+    own = [r for r in failed if not str(r["comment"]).startswith(REQUISITE_FAILED)]
+    return [(r["__id__"], r.get("__sls__", "?"), str(r["comment"]).strip())
+            for r in own or failed]
+
+
 def highstate(lab):
-    failed = 0
-    for host, ret in sorted(lab.salt_json("*", "state.apply", timeout=900).items()):
-        if not isinstance(ret, dict):
-            print(f"  {host}: {ret}")
-            failed += 1
-            continue
-        bad = [r["__id__"] for r in ret.values() if r["result"] is not True]
-        changed = sum(bool(r["changes"]) for r in ret.values())
-        print(f"  {host:8} {len(ret):3} states, {changed:3} changed, {len(bad)} failed {bad or ''}")
-        failed += bool(bad)
-    return failed
+    """The highstate on every host, a line per host as its return comes in. Stops
+    at the first host that failed, printing its failed states: (host, its
+    failures), or None when every host succeeded."""
+    for host, ret in lab.salt_iter("*", "state.apply", timeout=900):
+        failed = failures(ret) if not isinstance(ret, dict) or any(
+            r["result"] is not True for r in ret.values()) else []
+        if isinstance(ret, dict):
+            changed = sum(bool(r["changes"]) for r in ret.values())
+            bad = sum(r["result"] is not True for r in ret.values())
+            print(f"  {host:8} {len(ret):3} states, {changed:3} changed, {bad} failed")
+        if failed:
+            print(f"\nhighstate failed on {host}:")
+            for sid, sls, comment in failed:
+                print(f"  {sid} (sls {sls}):\n    " + comment.replace("\n", "\n    "))
+            return host, failed
+    return None
 
 
 def deploy_main(lab, state):
@@ -133,6 +156,12 @@ def main():
         state, _ = lab.up(spec)
     print("highstate:")
     failed = highstate(lab)
+    if failed:
+        host, states = failed
+        print(f"\ndemo failed: the highstate of {host} failed at {states[0][0]} ({states[0][1]});"
+              f" the other hosts' go on.\nlook: lab/labctl salt -- {host} state.apply (again),"
+              f" lab/labctl exec {host} journalctl -u salt-minion; make down removes the lab")
+        return 1
     release = deploy_main(lab, state)
     print()
     labctl.main(["status"])
@@ -140,7 +169,11 @@ def main():
     graph(lab, state)
     served = site(state)
     print("\n(lab/labctl salt -- ARGS to drive it; make down to remove it)")
-    return 1 if failed or not served or release is None else 0
+    if release is None or not served:
+        print("\ndemo failed: " + ("orch.deploy of main failed (its output is above)"
+                                   if release is None else "the lb host does not serve the site"))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from hpdlab import locks, util
@@ -116,8 +117,11 @@ def built():
 
 
 def build():
-    """Build (or check) the base rootfs, the archive cache and the wheelhouse."""
+    """Build (or check) the base rootfs, the archive cache and the wheelhouse, and
+    log the Debian versions they hold."""
     with built() as paths:
+        base, archives, _ = paths
+        log(built_with(base, archives))
         return paths
 
 
@@ -230,6 +234,35 @@ def fill_wheelhouse():
             raise LabError(f"the wheelhouse {wheelhouse} still lacks {', '.join(missing)} "
                            f"after pip download -r {locks.SITE_LOCK}")
     return wheelhouse
+
+
+def package_versions(index_text, names):
+    """{name: version} of `names` in a Debian package index (an archive's Packages
+    file, or dpkg's status file: the same stanzas)."""
+    found = {}
+    for stanza in re.split(r"\n\s*\n", index_text):
+        fields = dict(re.findall(r"^(Package|Version): (\S+)$", stanza, re.M))
+        if fields.get("Package") in names and "Version" in fields:
+            found[fields["Package"]] = fields["Version"]
+    return found
+
+
+def built_with(base, archives):
+    """One line: the Debian suites, the day the archive cache was filled, and the
+    version of each package the base and lab/packages.txt name. The lab's Debian
+    packages are bookworm's as the mirror had them that day (its -updates and
+    -security too): Debian's stable archive, which changes only by security and
+    point-release fixes; the cache is filled again when lab/packages.txt or the
+    base's inputs change (or the cache is deleted)."""
+    names = [*BASE_PACKAGES, *read_list(REPO / "lab" / "packages.txt")]
+    index = archives / "Packages"
+    versions = {**package_versions((base / "var/lib/dpkg/status").read_text(), names),
+                **package_versions(index.read_text(), names)}
+    day = time.strftime("%Y-%m-%d", time.gmtime(index.stat().st_mtime))
+    sources = (base / "etc/apt/sources.list.d/debian.sources").read_text()
+    suites = ", ".join(" ".join(re.findall(r"^Suites: (.*)$", sources, re.M)).split())
+    listed = ", ".join(f"{n} {versions[n]}" for n in names if n in versions)
+    return f"Debian packages ({suites}; the archive cache of {day}): {listed}"
 
 
 # --------------------------------------------------------------------------- old bases

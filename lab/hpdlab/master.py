@@ -128,6 +128,20 @@ class Master:
             raise LabError(f"{program} {' '.join(args)} printed no JSON (rc {out.returncode}):"
                            f"\n{out.stdout}\n{out.stderr}") from None
 
+    def salt_iter(self, target, fun, timeout=600):
+        """Run `fun` on the minions `target` names; yield (minion, return) as each
+        return comes in (a caller can act on the first failure while the other
+        minions work on)."""
+        import salt.client  # slow to import: only where needed
+
+        client = salt.client.LocalClient(mopts=self.salt_opts())
+        try:
+            for answer in client.cmd_iter(target, fun, timeout=timeout):
+                for minion, ret in answer.items():
+                    yield minion, ret.get("ret")
+        finally:
+            client.destroy()
+
     def salt_opts(self):
         """The client config of the lab's master, for Salt's in-process clients."""
         import salt.config  # slow to import: only where needed

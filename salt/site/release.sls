@@ -1,7 +1,9 @@
 {#- The first release of a host, made by the highstate when `current` is
     missing: the release steps in order, each requiring the one before; the
     migrations on the first app host only (hpd:peers:app), retried while the
-    database is not up yet (the db host's highstate runs at the same time). #}
+    database is not up yet (the db host's highstate runs at the same time).
+    An app host whose first release fails publishes False as its error page:
+    the varnish hosts' highstate stops waiting for it (hpd_edge.site_error_page). #}
 {%- from tpldir ~ "/map.jinja" import roles with context %}
 {%- set migrates = grains['id'] == (salt['pillar.get']('hpd:peers:app', []) | sort | first) %}
 include:
@@ -49,4 +51,14 @@ extend:
 {%- endif %}
 {%- if 'app' in roles %}
         - cmd: site-release-static-collected
+{%- endif %}
+{%- if 'app' in roles %}
+
+site-release-failed-published:
+  module.run:
+    - mine.send:
+      - name: hpd_error_page
+      - mine_function: test.false
+    - onfail:
+      - module: site-release-current-switched
 {%- endif %}

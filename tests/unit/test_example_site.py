@@ -1,6 +1,7 @@
 """The example site (example/) in a virtualenv made as the app hosts make theirs:
-Debian's python3, every package from the lab's wheelhouse (`make setup` fills it),
-nothing from the network. Runs the site's own tests and Django's deployment check."""
+Debian's python3, its lock (requirements.txt, with hashes) from the lab's
+wheelhouse (`make setup` fills it), nothing from the network. Runs the site's
+own tests and Django's deployment check."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import signal
 import subprocess
 
 import pytest
-from hpdlab import util
+from hpdlab import locks, util
 from hpdlab.site import SITE_SOURCE
 
 SAMPLE_CONFIG = {  # the shape of the file the app role writes
@@ -30,18 +31,6 @@ SAMPLE_CONFIG = {  # the shape of the file the app role writes
 }
 
 
-def requirement_pins(text):
-    """{normalised name: version} of `name[extras]==version` lines."""
-    pins = {}
-    for line in text.splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[a-z,]+\])?==(\S+)", line)
-            assert match, f"requirements.txt: {line!r} is not pinned exactly"
-            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[3]
-    return pins
-
-
 @pytest.fixture(scope="session")
 def site_python(tmp_path_factory):
     wheelhouse = util.LAB_ROOT / "wheelhouse"
@@ -50,7 +39,7 @@ def site_python(tmp_path_factory):
     venv = tmp_path_factory.mktemp("site") / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
     subprocess.run([venv / "bin/pip", "install", "-q", "--disable-pip-version-check",
-                    "--no-index", "--find-links", wheelhouse,
+                    "--no-index", "--find-links", wheelhouse, "--require-hashes",
                     "-r", SITE_SOURCE / "requirements.txt"], check=True)
     yield venv / "bin/python"
     shutil.rmtree(venv)  # 100 MB that pytest would keep for three runs
@@ -84,12 +73,15 @@ def manage(python, *args, config=None):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_requirements_pin_exactly_what_the_site_installs(site_python):
+def test_the_site_installs_exactly_its_lock_and_the_wheelhouse_holds_it(site_python):
+    pins = {name: pin.version for name, pin in locks.read(locks.SITE_LOCK).items()}
     freeze = subprocess.run([site_python, "-m", "pip", "freeze", "--all",
                              "--exclude", "pip", "--exclude", "setuptools"],
                             capture_output=True, text=True, check=True).stdout
-    assert requirement_pins((SITE_SOURCE / "requirements.txt").read_text()) == \
-        requirement_pins(freeze)
+    installed = dict(line.split("==") for line in freeze.splitlines())
+    assert {locks.canonical(n): v for n, v in installed.items()} == pins
+    wheels = dict(locks.wheel_name(p) for p in (util.LAB_ROOT / "wheelhouse").glob("*.whl"))
+    assert wheels == pins
 
 
 def test_the_sites_own_tests_pass(site_python):

@@ -173,6 +173,17 @@ def test_the_varnish_host_gives_up_after_the_wait(waiting):
     assert waiting.clock.now >= 12 and len(waiting.calls) == 4
 
 
+def test_the_wait_ends_once_every_app_hosts_first_release_failed(waiting):
+    """An app host whose first release failed publishes False: no page will come
+    from it, and the varnish host stops waiting when none can come."""
+    waiting.answers.extend([{"app1": False}, {"app1": False, "app2": False}])
+    assert waiting.site_error_page(wait=600, interval=5) is None
+    assert waiting.clock.slept == [5] and len(waiting.calls) == 2
+    # One host still building: the wait goes on, and its page ends it.
+    waiting.answers.extend([{"app1": False}, {"app1": False, "app2": "<p>page</p>"}])
+    assert waiting.site_error_page(wait=600, interval=5) == "<p>page</p>"
+
+
 def test_no_wait_asks_once_and_no_app_host_asks_nothing(waiting):
     assert waiting.site_error_page() is None
     assert len(waiting.calls) == 1 and waiting.clock.slept == []

@@ -73,9 +73,32 @@ def test_build_holds_one_lock_across_the_build(lab_root, monkeypatch):
     monkeypatch.setattr(base, "build_base", build_base)
     monkeypatch.setattr(base, "fill_archives", lambda b, i: lab_root / "apt-archives")
     monkeypatch.setattr(base, "fill_wheelhouse", lambda: lab_root / "wheelhouse")
+    monkeypatch.setattr(base, "built_with", lambda b, a: "versions")
     monkeypatch.setattr(util, "mountinfo", lambda: [])
     base.build()
     assert seen == ["locked"]
+
+
+def test_the_build_says_which_debian_versions_the_lab_has(tmp_path, monkeypatch):
+    """Debian's packages are not locked (bookworm's stable archive and its
+    security fixes): `labctl build` prints the versions it holds."""
+    root, archives = tmp_path / "base", tmp_path / "archives"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "etc/apt/sources.list.d").mkdir(parents=True)
+    archives.mkdir()
+    (root / "var/lib/dpkg/status").write_text(
+        "Package: systemd\nStatus: install ok installed\nVersion: 252.39-1~deb12u2\n\n"
+        "Package: bash\nVersion: 5.2.15-2+b7\n")
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(DEB822)
+    (archives / "Packages").write_text("Package: haproxy\nVersion: 2.6.12-1+deb12u4\n"
+                                       "Filename: ./haproxy.deb\n\nPackage: libfoo\n"
+                                       "Version: 1\n")
+    monkeypatch.setattr(base, "BASE_PACKAGES", ["systemd"])
+    monkeypatch.setattr(base, "read_list", lambda path: ["haproxy", "varnish"])
+    line = base.built_with(root, archives)
+    assert line.startswith("Debian packages (bookworm, bookworm-updates, bookworm-security; "
+                           "the archive cache of 20")
+    assert line.endswith("): systemd 252.39-1~deb12u2, haproxy 2.6.12-1+deb12u4")
 
 
 # --------------------------------------------------------------------------- apt sources
