@@ -75,7 +75,7 @@ def venv_linked(name, requirements, venvs, find_links, user, python="/usr/bin/py
         ret.update(result=None, comment="would have: " + "; ".join(ret["changes"].values()))
         return ret
     if build:
-        # A virtualenv left incomplete (a failed install) is built again from nothing.
+        # A virtualenv left incomplete (an install cut short) is built again from nothing.
         shutil.rmtree(venv, ignore_errors=True)
         created = __salt__["virtualenv.create"](venv, venv_bin=python, user=user)
         if created["retcode"] != 0:
@@ -88,6 +88,7 @@ def venv_linked(name, requirements, venvs, find_links, user, python="/usr/bin/py
                                             extra_args=["--require-hashes"])
         if installed["retcode"] != 0:
             said = (installed["stderr"] or installed["stdout"]).strip().splitlines()
+            shutil.rmtree(venv, ignore_errors=True)
             ret.update(result=False, changes={},
                        comment=f"pip install -r {requirements} failed: "
                                + "\n".join(said[-PIP_LINES:]))

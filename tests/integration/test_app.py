@@ -212,3 +212,32 @@ def test_a_second_highstate_of_the_app_and_worker_hosts_makes_no_changes(lab, hi
         changed = {r["__id__"]: r["changes"] for r in returned[host].values() if r["changes"]}
         assert not failed, f"{host}: {failed}"
         assert not changed, f"{host}: {changed}"
+
+
+def test_a_first_release_that_cannot_install_says_so_to_the_varnish_hosts(lab, apps):
+    """The first release's steps (site.release) of a revision whose lock names a
+    version the wheelhouse lacks: site.venv fails with pip's error, nothing
+    switches, and the host publishes False as its error page (the varnish hosts'
+    first highstate stops waiting for it); its next mine update publishes its
+    page again."""
+    host, lb = lab.hosts_with("app")[-1], lab.hosts_with("varnish")[0]
+    lock = (REPO / "example/requirements.txt").read_text()
+    assert "redis==8.1.0" in lock
+    sha = lab.publish_site(changes={"requirements.txt": lock.replace("redis==8.1.0",
+                                                                     "redis==8.2.0")},
+                           branch="broken-lock")
+    release, before = sha[:12], current_release(lab, host)
+    pillar = json.dumps({"deploy": {"sha": sha}})
+    try:
+        ret = lab.salt(host, "state.sls", "site.package,site.config,site.release",
+                       f"pillar={pillar}")[host]
+        states = {r["__id__"]: r for r in ret.values()}
+        venv = states["site-release-venv-linked"]
+        assert venv["result"] is False and "redis==8.2.0" in venv["comment"], venv
+        assert states["site-release-failed-published"]["result"] is True
+        assert lab.salt(lb, "mine.get", host, "hpd_error_page")[lb] == {host: False}
+        assert current_release(lab, host) == before
+    finally:
+        lab.salt(host, "mine.update")
+        lab.exec(host, "rm", "-rf", f"/srv/hpd/releases/{release}")
+    assert "<" in lab.salt(lb, "mine.get", host, "hpd_error_page")[lb][host]

@@ -139,6 +139,7 @@ def test_a_failed_install_leaves_no_complete_virtualenv_and_is_built_again(site)
     ret = site.link(release)  # the wheelhouse does not have it
     assert ret["result"] is False and "hpdprobe" in ret["comment"], ret
     assert ret["changes"] == {} and not os.path.lexists(release / "venv")
+    assert site.venvs() == []  # nothing left of it
     make_wheel(site.wheelhouse, "hpdprobe")
     ret = site.link(release)
     assert ret["result"] is True, ret["comment"]
