@@ -27,8 +27,9 @@ setup: host-packages $(VENV)/.installed
 	$(LABCTL) build
 
 host-packages:
-	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { echo "installing $(APT_PACKAGES)" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  $(APT_PACKAGES) >/dev/null; }
 
 # The venv lives outside /root (lab hosts and service users run its python).
 # Only from the locks, with hashes: first what the two source-only packages
