@@ -95,7 +95,7 @@ class Master:
             dirs = cgroups.host_cgroup_dirs(self.name, "master", {}, mode)
             record["cgroups"] = [str(d) for d in dirs]
             cgroups.make_cgroups(dirs, {}, mode)
-            run(cmd, preexec_fn=lambda: cgroups.join_cgroups(dirs))
+            run(cgroups.in_cgroups(dirs, cmd))
 
     def record_master_pid(self, state):
         wait_for(self.master_pid, 60, "the salt-master to start")
