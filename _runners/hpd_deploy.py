@@ -133,9 +133,7 @@ def resolve(rev, host, repository=None, timeout=120):
 
         salt-run hpd_deploy.resolve main app1
     """
-    if not (isinstance(rev, str) and rev.strip()):
-        raise SaltInvocationError(
-            f"deploy:rev must be a branch, a tag or a commit sha, not {rev!r}")
+    _rev(rev)
     _name(host, "host")
     answers = __salt__["salt.execute"](host, "hpd_release.resolve", arg=[rev],
                                        kwarg={"repository": repository} if repository else None,
@@ -527,6 +525,13 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, pas
 # ---------------------------------------------------------------------------
 
 
+def _rev(rev):
+    if not (isinstance(rev, str) and rev.strip()):
+        raise SaltInvocationError(
+            f"deploy:rev must be a branch, a tag or a commit sha, not {rev!r}")
+    return rev
+
+
 def _count(value, key):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SaltInvocationError(f"{key} must be a whole number >= 1, not {value!r}")
@@ -612,6 +617,8 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     """
     try:
         _count(batch, "deploy:batch")
+        if not rollback:
+            _rev(rev)
         # The hosts a deploy touches run this tree's modules and states from
         # here on (one job; all 18 kinds of saltutil.sync_all cost ~20 s).
         __salt__["salt.execute"](DEPLOYED, SYNCED, arg=[[] for _ in SYNCED],

@@ -7,13 +7,16 @@
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
     host, default 5), health_timeout (seconds, default 120). orch/README.md
     describes the steps. #}
-{%- from "orch/release.jinja" import get_plan, notify, move, would, error_page with context %}
+{%- from "orch/release.jinja" import get_plan, refused, notify, move, would, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set batch = deploy.get('batch', 1) %}
 {%- set keep = deploy.get('keep', 5) %}
 {%- set timeout = deploy.get('health_timeout', 120) %}
 {%- set plan = get_plan({'rev': deploy.get('rev'), 'env': deploy.get('env'),
                          'batch': batch}) | load_json %}
+{%- if 'Error' in plan %}
+{{ refused('deploy-refused', plan) }}
+{%- else %}
 {%- set release = plan.release %}
 {%- set hosts = plan.app + plan.worker %}
 {%- set build = {'deploy': dict(sha=plan.sha, release=release)} %}
@@ -175,3 +178,4 @@ deploy-unlocked:
     - name: hpd_deploy.unlock
     - site: {{ plan.site }}
     - env: {{ plan.env }}
+{%- endif %}

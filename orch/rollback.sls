@@ -9,11 +9,14 @@
       salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"} }']
 
     pillar deploy: release, env, batch, health_timeout (as orch.deploy). #}
-{%- from "orch/release.jinja" import get_plan, notify, move, error_page with context %}
+{%- from "orch/release.jinja" import get_plan, refused, notify, move, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set timeout = deploy.get('health_timeout', 120) %}
 {%- set plan = get_plan({'release': deploy.get('release'), 'env': deploy.get('env'),
                          'batch': deploy.get('batch', 1), 'rollback': True}) | load_json %}
+{%- if 'Error' in plan %}
+{{ refused('rollback-refused', plan) }}
+{%- else %}
 
 {{ notify('rollback-start', plan, 'rollback', step='start',
           comment=plan.previous | dictsort | map('join', ' to ') | join(', ')) }}
@@ -76,3 +79,4 @@ rollback-unlocked:
     - name: hpd_deploy.unlock
     - site: {{ plan.site }}
     - env: {{ plan.env }}
+{%- endif %}

@@ -5,7 +5,6 @@ groups (or systemd scopes) it made in the lab's state, and `down` removes exactl
 those: nothing here depends on the cgroup of the process that calls it.
 """
 
-import os
 from pathlib import Path
 
 from hpdlab.util import LabError, is_alive
@@ -93,10 +92,21 @@ def enable_v2_controllers(dirs):
                 raise LabError(f"cannot enable memory/cpu controllers in {p}: {exc}") from exc
 
 
-def join_cgroups(dirs):
-    """Move the calling process into `dirs` (run in the child before it execs)."""
-    for d in dirs:
-        (d / "cgroup.procs").write_text(str(os.getpid()))
+#: Writes its own PID into the cgroup.procs of each directory before "--", then
+#: execs the command after it (which inherits the groups).
+JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; ' \
+              'shift; exec "$@"'
+
+
+def in_cgroups(dirs, cmd):
+    """`cmd`, run in the cgroups `dirs`: a shell joins them, then execs `cmd`.
+
+    Not a preexec_fn: with one, Python runs its at-fork handlers in the child, and
+    Salt's drop the connections of the process's open Salt clients (`wait_ready`'s
+    event bus) there; Salt then prints each as an unclosed transport, with the
+    traceback of where it was opened, on the terminal the child shares.
+    """
+    return ["sh", "-c", JOIN_SCRIPT, "sh", *(str(d) for d in dirs), "--", *(str(c) for c in cmd)]
 
 
 def cgroup_pids(top):

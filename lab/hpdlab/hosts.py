@@ -12,7 +12,7 @@ import yaml
 
 from hpdlab import cgroups, site
 from hpdlab.master import write_key_pair
-from hpdlab.util import VENV, LabError, is_process, log, run
+from hpdlab.util import VENV, LabError, is_process, log, run, wait_for
 
 HOST_DEBS = "/var/cache/hpd/debs"
 HOST_WHEELHOUSE = "/var/cache/hpd/wheelhouse"
@@ -163,21 +163,21 @@ class Hosts:
             host["scope"] = cgroups.scope_unit(self.name, name)
             self.save(state)
             cmd = cgroups.scope_command(self.name, name, host, cmd)
-            preexec = os.setsid
         else:
             dirs = cgroups.host_cgroup_dirs(self.name, name, host, mode)
             host["cgroups"] = [str(d) for d in dirs]
             self.save(state)
             cgroups.make_cgroups(dirs, host, mode)
-
-            def preexec():
-                cgroups.join_cgroups(dirs)
-                os.setsid()
+            cmd = cgroups.in_cgroups(dirs, cmd)
         with open(self.host_dir(name) / "nspawn.log", "ab") as logf:
             proc = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL,
-                                    stdout=logf, stderr=subprocess.STDOUT, preexec_fn=preexec)
+                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         host["pid"] = proc.pid
         self.save(state)
+        # The PID is nspawn's once the command before it (systemd-run, the cgroup
+        # shell) has exec'd it; `down` stops only nspawn processes.
+        wait_for(lambda: proc.poll() is not None or is_process(proc.pid, "systemd-nspawn"), 10,
+                 f"host {name}'s systemd-nspawn to start")
         return proc.pid
 
     def host_init_pid(self, state, name):
@@ -213,8 +213,7 @@ class Hosts:
         env = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME=/root", "LANG=C.UTF-8", "TERM=" + os.environ.get("TERM", "dumb")]
         groups = [Path(g) for g in state["hosts"][name].get("cgroups", [])]
-        return run(["nsenter", "-t", pid, "-a", *env, *cmd],
-                   preexec_fn=lambda: cgroups.join_cgroups(groups), **kw)
+        return run(cgroups.in_cgroups(groups, ["nsenter", "-t", pid, "-a", *env, *cmd]), **kw)
 
     def system_state(self, state, name):
         try:

@@ -40,6 +40,9 @@ class Master:
             # master"): its runners, loaded from the checkout itself (never a
             # stale synced copy), reactions, the alert sweep.
             "runner_dirs": [str(REPO / "_runners")],
+            # Salt's reports of the runner clients its own code leaves unclosed
+            # (the end of every salt-run) kept off the terminal.
+            "log_handlers_dirs": [str(REPO / "_log_handlers")],
             "reactor": [
                 # Minions sync extension modules when they start, not on every highstate.
                 {"salt/minion/*/start": ["salt://reactor/sync_modules.sls",
@@ -95,7 +98,7 @@ class Master:
             dirs = cgroups.host_cgroup_dirs(self.name, "master", {}, mode)
             record["cgroups"] = [str(d) for d in dirs]
             cgroups.make_cgroups(dirs, {}, mode)
-            run(cmd, preexec_fn=lambda: cgroups.join_cgroups(dirs))
+            run(cgroups.in_cgroups(dirs, cmd))
 
     def record_master_pid(self, state):
         wait_for(self.master_pid, 60, "the salt-master to start")

@@ -103,8 +103,9 @@ def test_a_revision_that_does_not_exist_is_refused_before_any_host_changes(lab, 
     before = {h: releases(lab, h) for h in farm["app"] + farm["worker"]}
     rc, states, output = deploy(lab.lab, "no-such-revision")
     assert rc != 0
-    assert "revision 'no-such-revision' not resolved on" in output
-    assert not states
+    assert list(states) == ["deploy-refused"], output
+    assert states["deploy-refused"]["comment"].startswith(
+        "revision 'no-such-revision' not resolved on ")
     assert {h: releases(lab, h) for h in before} == before
     assert_serving(lab, farm, farm["before"])
 
@@ -188,7 +189,9 @@ def test_a_second_deploy_is_refused_while_one_runs(lab, farm, revisions):
             time.sleep(1)
         rc, states, output = deploy(lab.lab, revisions["a"])
         assert rc != 0
-        assert "deploy of example to dev refused: " in output
+        assert list(states) == ["deploy-refused"], output
+        assert states["deploy-refused"]["comment"].startswith(
+            "deploy of example to dev refused: "), output
     finally:
         out, err = first.communicate(timeout=1500)
     assert first.returncode == 0, (err + out)[-6000:]

@@ -20,10 +20,13 @@ NAME, SUBNET = "hpdlc", "10.80.0.0/24"
 SPEC = None
 
 
-def labctl_cli(*args, check=True, **kw):
-    return subprocess.run([REPO / "lab" / "labctl", "--spec", SPEC, "--name", NAME,
-                           "--subnet", SUBNET, *args], capture_output=True, text=True,
-                          check=check, timeout=900, **kw)
+def labctl_args(*args):
+    return [REPO / "lab" / "labctl", "--spec", SPEC, "--name", NAME, "--subnet", SUBNET, *args]
+
+
+def labctl_cli(*args, check=True):
+    return subprocess.run(labctl_args(*args), capture_output=True, text=True, check=check,
+                          timeout=900)
 
 
 def salt_json(*args, timeout=300):
@@ -189,7 +192,8 @@ def run_in_another_cgroup(tmp_cgroup, *args):
     for g in groups:
         g.mkdir()
     try:
-        return labctl_cli(*args, preexec_fn=lambda: cgroups.join_cgroups(groups))
+        return subprocess.run(cgroups.in_cgroups(groups, labctl_args(*args)), capture_output=True,
+                              text=True, check=True, timeout=900)
     finally:
         for g in groups:
             util.wait_for(lambda g=g: not cgroups.cgroup_pids(g), 10, f"{g} to empty")

@@ -455,6 +455,20 @@ def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
                                                         "worker1": "r1"}
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rev": "main", "batch": 0}, "deploy:batch must be a whole number >= 1, not 0"),
+    ({"batch": 2}, "deploy:rev must be a branch, a tag or a commit sha, not None"),
+    ({"rev": " "}, "deploy:rev must be a branch, a tag or a commit sha, not ' '"),
+])
+def test_plan_refuses_a_bad_key_before_any_host_or_the_lock(tmp_path, kwargs, message):
+    def execute(*args, **kw):
+        raise AssertionError("no host is asked")
+
+    hd = load_runner(tmp_path, {"salt.execute": execute})
+    assert hd.plan(**kwargs) == {"Error": message, "retcode": 1}
+    assert hd.status() == {}
+
+
 def test_batches_split_the_app_hosts_in_order(hd):
     assert hd._batches(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
     assert hd._batches(["a", "b"], 1) == [["a"], ["b"]]

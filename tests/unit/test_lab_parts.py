@@ -216,6 +216,26 @@ def test_lab_cgroups_do_not_depend_on_the_callers_cgroup(monkeypatch):
     assert first["memory"] == Path("/sys/fs/cgroup/memory/hpd-lab-t")
 
 
+def test_a_command_in_cgroups_joins_each_group_itself_then_runs(tmp_path):
+    """The command (not Python in the forked child) writes its PID into every group."""
+    groups = [tmp_path / "memory", tmp_path / "with space"]
+    for g in groups:
+        g.mkdir()
+        (g / "cgroup.procs").write_text("")
+    out = subprocess.run(cgroups.in_cgroups(groups, ["sh", "-c", "echo $$; echo \"$1\"", "x",
+                                                     "an argument"]),
+                         capture_output=True, text=True, check=True)
+    pid, arg = out.stdout.splitlines()
+    assert [(g / "cgroup.procs").read_text().strip() for g in groups] == [pid, pid]
+    assert arg == "an argument"
+
+
+def test_a_group_that_cannot_be_joined_stops_the_command(tmp_path):
+    out = subprocess.run(cgroups.in_cgroups([tmp_path / "gone"], ["echo", "ran"]),
+                         capture_output=True, text=True)
+    assert out.returncode == 125 and "ran" not in out.stdout
+
+
 # --------------------------------------------------------------------------- up / down
 
 

@@ -17,13 +17,13 @@ PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["wo
         "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
 
 
-def render(tmp_path, sls, pillar, test=False):
+def render(tmp_path, sls, pillar, test=False, plan=PLAN):
     opts = local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, test=test)
     calls = []
 
     def runner(name, kwarg=None):
         calls.append((name, kwarg))
-        return PLAN
+        return plan
 
     funcs = {"saltutil.runner": runner,
              "pillar.get": lambda key, default=None: pillar.get(key, default)}
@@ -80,6 +80,19 @@ def test_a_dry_run_changes_no_host(tmp_path):
         # flag), and the audit/housekeeping calls Salt skips in a dry run.
         assert sid in {"deploy-checkout", "deploy-release-logged", "deploy-marked",
                        "deploy-pruned"}, (sid, json.dumps(body))
+
+
+@pytest.mark.parametrize("sls", ["deploy", "rollback"])
+@pytest.mark.parametrize("test", [False, True])
+def test_a_refused_plan_is_one_failing_state_saying_why(tmp_path, sls, test):
+    reason = "deploy:batch must be a whole number >= 1, not 0"
+    states, _ = render(tmp_path, sls, {"deploy": {"rev": "main", "batch": 0}}, test=test,
+                       plan={"Error": reason, "retcode": 1})
+    assert list(states) == [f"{sls}-refused"]
+    fun, body = args(states[f"{sls}-refused"])
+    assert fun == "test.configurable_test_state"
+    assert body == {"result": False, "changes": False, "comment": reason,
+                    "allow_test_mode_failure": True}
 
 
 @pytest.mark.parametrize("sls", ["deploy", "rollback"])
