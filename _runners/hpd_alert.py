@@ -20,6 +20,11 @@ master's log, a counter in Graphite on the environment's monitoring host
 (``alerts.<host>.<check>.<severity>``, the number so far), and a POST to the
 webhook pillar ``alerts:webhook`` names.
 
+The reactions hand the events over as they came; :func:`observe` and
+:func:`record` refuse, with one line in the master's log and nothing done, an
+event its host did not send, about a host that is no accepted minion of the
+inventory, or naming a check the host does not have (_runners/hpd_trust.py).
+
 Settings are each host's pillar (``alerts``; ``monitoring`` of its environment's
 monitoring host), as the master last compiled it, with the schema's defaults.
 The incidents are kept in ``<cachedir>/hpd/alerts.json``, under a lock (the
@@ -50,6 +55,10 @@ log = logging.getLogger(__name__)
 BEACON_SETTINGS = {"load": "load", "memusage": "memory", "swapusage": "swap",
                    "diskusage": "disk", "hpd_port": "ports", "hpd_errors": "errors"}
 EMPTY = {"incidents": {}, "minions": {}, "totals": {}}
+#: The first part of an alert's tag: a severity (pillar alerts' schema), or resolved.
+KINDS = ("warning", "critical", "resolved")
+#: A check's name, as :func:`_slug` and :func:`_check_name` make them.
+CHECK = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _HPD = []
 
 
@@ -72,6 +81,46 @@ def _check_name(beacon, suffix, data):
     if beacon == "hpd_errors":
         return "errors-" + _slug(suffix)
     return BEACON_SETTINGS[beacon]
+
+
+def _observed(rest, data, alerts, roles):
+    """(beacon, check) of a threshold beacon's event (``rest``: its tag after
+    ``salt/beacon/<host>/``) when the host has that check: the beacon is on in
+    ``alerts`` (the host's pillar, with the schema's defaults), its tag ends at
+    the beacon's name but for a port's or a backend's name, a disk's mount
+    point matches a mount pattern (as Salt's diskusage beacon matches them), a
+    port is one of its ``roles``, the error share is an lb host's app backend;
+    refused (``SaltInvocationError``) otherwise."""
+    beacon, suffix = rest[0], "/".join(rest[1:])
+    if beacon not in BEACON_SETTINGS:
+        raise SaltInvocationError(f"{beacon!r} is not a threshold beacon")
+    found = alerts[BEACON_SETTINGS[beacon]]
+    mount = data.get("mount")
+    ports = {name for role in ["common", *roles] for name in found.get("roles", {}).get(role, {})}
+    if not found["enabled"]:
+        raise SaltInvocationError(f"the host's {beacon} check is off")
+    if suffix and beacon not in ("hpd_port", "hpd_errors"):
+        raise SaltInvocationError(f"the {beacon} beacon's tag ends at {beacon}/")
+    if beacon == "diskusage" and not (isinstance(mount, str) and any(
+            re.match(p if p.endswith("$") else f"{p}$", mount) for p in found["mounts"])):
+        raise SaltInvocationError(f"the host watches no mount {mount!r}")
+    if beacon == "hpd_port" and suffix not in ports:
+        raise SaltInvocationError(f"the host's roles have no port {suffix!r}")
+    if beacon == "hpd_errors" and ("lb" not in roles or suffix != "app"):
+        raise SaltInvocationError(f"the host watches no backend {suffix!r}")
+    return beacon, _check_name(beacon, suffix, data)
+
+
+def _recorded(tag):
+    """(kind, host, check) of an alert's tag ``hpd/alert/<kind>/<host>/<check>``,
+    as :func:`_open_incident` and :func:`_close_incident` make them; refused
+    (``SaltInvocationError``) otherwise."""
+    parts = tag.split("/") if isinstance(tag, str) else []
+    if len(parts) != 5 or parts[:2] != ["hpd", "alert"] or parts[2] not in KINDS:
+        raise SaltInvocationError("not an hpd/alert/<severity or resolved>/<host>/<check> event")
+    if not CHECK.fullmatch(parts[4]):
+        raise SaltInvocationError(f"{parts[4]!r} is not a check's name")
+    return tuple(parts[2:])
 
 
 def _open_incident(store, host, check, now, severity, clear_after, detail):
@@ -202,18 +251,24 @@ def observe(tag, data):
     """
     A threshold beacon's event (``salt/beacon/<host>/<beacon>/<suffix>``): opens
     the incident of its check at the first, with the severity and interval of
-    pillar ``alerts`` of the host, and notes the sighting at the others.
+    pillar ``alerts`` of the host, and notes the sighting at the others. Refused
+    (one line in the master's log, nothing done) unless the host sent it and has
+    the check (:func:`_observed`). Returns the check.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run hpd_alert.observe salt/beacon/app1/diskusage/ '{mount: /, diskusage: 95}'
+        salt-run hpd_alert.observe salt/beacon/app1/diskusage/ '{id: app1, mount: /, diskusage: 95}'
     """
-    _, _, host, beacon, *rest = tag.split("/")
-    check = _check_name(beacon, "/".join(rest), data)
+    try:
+        host, rest = __salt__["hpd_trust.sender"](tag, data)
+        alerts = settings(host, "alerts")
+        beacon, check = _observed(rest, data, alerts,
+                                  (_pillar(host).get("hpd") or {}).get("roles") or [])
+    except SaltInvocationError as exc:
+        return __salt__["hpd_trust.refused"]("hpd_alert", tag, exc)
     detail = {k: v for k, v in data.items() if k not in ("id", "_stamp")}
-    alerts = settings(host, "alerts")
     found = alerts[BEACON_SETTINGS[beacon]]
     with _store() as store:
         event = _open_incident(store, host, check, time.time(), found["severity"],
@@ -312,7 +367,10 @@ def record(tag, data):
     host's check so far to Graphite on its environment's monitoring host
     (``hpd_heal.alert_metric`` there); a POST of the event, as JSON, to the
     webhook pillar ``alerts:webhook`` of the host names, with the token of pillar
-    ``monitoring:alerts:webhook_token`` of that monitoring host.
+    ``monitoring:alerts:webhook_token`` of that monitoring host. Refused (one
+    line in the master's log, nothing done) for a minion's event, a tag
+    :func:`_recorded` does not read, a host that is no accepted minion of the
+    inventory.
 
     CLI Example:
 
@@ -320,8 +378,12 @@ def record(tag, data):
 
         salt-run hpd_alert.record hpd/alert/warning/app1/disk-root '{detail: {}}'
     """
-    _, _, kind, host, *rest = tag.split("/")
-    check = "/".join(rest)
+    try:
+        kind, host, check = _recorded(tag)
+        __salt__["hpd_trust.from_master"](data)
+        __salt__["hpd_trust.known"](host)
+    except SaltInvocationError as exc:
+        return __salt__["hpd_trust.refused"]("hpd_alert", tag, exc)
     with _store() as store:
         total = _count(store, host, check, kind)
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

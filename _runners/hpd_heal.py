@@ -8,13 +8,53 @@ back, and counts its starts, so no more than ``heal:max_restarts`` happen in
 ``heal:window`` whatever runs meanwhile (highstates included). Here: a unit the
 host gave up on raises ``hpd/alert/<severity>/<host>/restart-<unit>`` (once per
 incident, _runners/hpd_alert.py), resolved once the unit runs again.
+
+The reaction hands the event over as it came (:func:`beacon`): its host must
+have sent it (_runners/hpd_trust.py) and name a unit, or nothing happens.
 """
 
 import logging
+import re
 
 import salt.client
+from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
+
+#: A unit's name, as pillar heal:services lists them (pillar/heal/schema.yaml).
+UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]*")
+
+
+def _unit_event(host, rest, data):
+    """(unit, whether it runs) of the service beacon's event about ``host``
+    (``rest``: its tag after ``salt/beacon/<host>/``, which must be
+    ``service/<unit>``); refused (``SaltInvocationError``) otherwise."""
+    unit = data.get("service_name")
+    if not isinstance(unit, str) or not UNIT.fullmatch(unit):
+        raise SaltInvocationError(f"service_name {unit!r} is not a unit name")
+    if rest != ["service", unit]:
+        raise SaltInvocationError(f"not the tag salt/beacon/{host}/service/{unit}")
+    seen = data.get(unit)
+    if not isinstance(seen, dict):
+        raise SaltInvocationError(f"no state of {unit} in the event")
+    return unit, seen.get("running") is True
+
+
+def beacon(tag, data):
+    """
+    The reaction to a host's service beacon (reactor/heal.sls): the event
+    ``salt/beacon/<host>/service/<unit>`` as it came. Refused, with one line in
+    the master's log and nothing done, unless ``<host>`` sent it, is an
+    accepted minion of the inventory (_runners/hpd_trust.py) and ``<unit>`` a
+    unit's name; else :func:`service` (which the host refuses for a unit not
+    of its roles).
+    """
+    try:
+        host, rest = __salt__["hpd_trust.sender"](tag, data)
+        unit, running = _unit_event(host, rest, data)
+    except SaltInvocationError as exc:
+        return __salt__["hpd_trust.refused"]("hpd_heal", tag, exc)
+    return service(host, unit, running)
 
 
 def service(minion, name, running, timeout=900):

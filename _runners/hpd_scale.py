@@ -18,6 +18,10 @@ outcome. The master keeps a deleted minion's cache until :func:`left` has read
 its environment from it (master option ``preserve_minion_cache: True``).
 Minions whose keys were accepted before the master ran these reactions (a farm
 brought up at once, highstated by its operator) are left to the operator.
+
+The reaction hands each event over as it came (:func:`react`), which checks it
+first (_runners/hpd_trust.py): a key event must be the master's, a start its
+minion's, the minion one of the inventory.
 """
 
 import contextlib
@@ -26,6 +30,7 @@ import os
 
 import salt.cache
 import salt.client
+from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,35 @@ def _highstate_followers(client, hpd):
     found = _outcome(client.cmd(hosts, "state.apply", tgt_type="list",
                                 timeout=HIGHSTATE_TIMEOUT))
     return {**{host: {"error": "did not return"} for host in hosts}, **found}
+
+
+def react(tag, data):
+    """
+    The reaction to ``salt/key`` and ``salt/minion/<id>/start``
+    (reactor/scale.sls), the event as it came: a key accepted, :func:`accepted`;
+    deleted, :func:`left`; a minion's start, :func:`joined`; another key event,
+    nothing (None). Refused, with one line in the master's log and nothing done:
+    a key event a minion sent, an accepted key of a host the inventory lacks, a
+    deleted key still accepted, a start sent by another minion than the one it
+    names, or by one not accepted or not in the inventory.
+    """
+    try:
+        if tag != "salt/key":
+            minion, rest = __salt__["hpd_trust.sender"](tag, data, "minion")
+            if rest != ["start"]:
+                raise SaltInvocationError(f"not the tag salt/minion/{minion}/start")
+            step = joined
+        elif __salt__["hpd_trust.from_master"](data).get("act") == "accepted":
+            minion, step = __salt__["hpd_trust.known"](data.get("id")), accepted
+        elif data.get("act") == "delete":
+            minion, step = __salt__["hpd_trust.minion_id"](data.get("id")), left
+            if __salt__["hpd_trust.accepted"](minion):
+                raise SaltInvocationError(f"{minion!r}'s key is still accepted")
+        else:
+            return None
+    except SaltInvocationError as exc:
+        return __salt__["hpd_trust.refused"]("hpd_scale", tag, exc)
+    return step(minion)
 
 
 def accepted(minion):
