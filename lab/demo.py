@@ -177,4 +177,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except labctl.LabError as exc:  # the lab's own errors say what failed: no traceback
+        print(f"\ndemo failed: {exc}\n(lab/labctl status shows what is left of the lab; "
+              "make down removes it)", file=sys.stderr)
+        sys.exit(2)
