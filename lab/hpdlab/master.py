@@ -4,29 +4,32 @@ clients the lab uses (the CLI, and LocalClient/event bus in-process)."""
 import json
 import logging
 import os
-import re
 
 import yaml
 
 from hpdlab import cgroups
 from hpdlab.util import REPO, VENV, LabError, is_process, run, wait_for
 
+#: The master's file roots: salt/ and served/ (README, "Using the tree with your
+#: own master").
+FILE_ROOTS = [REPO / "salt", REPO / "served"]
+
 
 class Master:
     """The master half of a Lab (needs self.name, self.master_dir, self.bridge_address)."""
 
     def master_config(self, state):
-        # The repo root is a file root (salt://orch, salt://pillar/<role>/schema.yaml);
-        # pillar data, the lab and the tests are not for minions.
-        ignore = f"^({re.escape(str(REPO))}/)?(pillar/.*\\.sls|lab|tests|\\.git|\\.ci)($|/)"
         return {
             "id": f"{self.name}-master",
             "user": "root",
             "root_dir": str(self.master_dir),
             "interface": self.bridge_address(state),
-            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            # An allow list: the states, and served/ (links to what else minions
+            # and the master's orchestrations and reactions fetch from salt://).
+            # Nothing else of the checkout (pillar data, the lab, the tests, the
+            # site) is a file root.
+            "file_roots": {"base": [str(p) for p in FILE_ROOTS]},
             "pillar_roots": {"base": [str(REPO / "pillar"), str(self.master_dir / "inventory")]},
-            "file_ignore_regex": [ignore],
             "pillar_raise_on_missing": False,
             "state_output": "changes",
             # Lab hosts share two cores: a busy minion can take seconds to say it

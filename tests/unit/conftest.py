@@ -7,6 +7,9 @@ from pathlib import Path
 import salt.config
 
 REPO = Path(__file__).resolve().parents[2]
+#: The master's file roots (lab/hpdlab/master.py, the README): the states and
+#: served/, so a test that renders from salt:// sees what minions see.
+FILE_ROOTS = {"base": [str(REPO / "salt"), str(REPO / "served")]}
 
 
 def local_opts(root, **overrides):

@@ -5,7 +5,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import salt.utils.yaml
-from conftest import load_source, local_opts
+from conftest import FILE_ROOTS, load_source, local_opts
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -24,7 +24,7 @@ def hpd(minion_opts):
 
 @pytest.fixture
 def minion_opts(tmp_path):
-    return local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, pillar={})
+    return local_opts(tmp_path, file_roots=FILE_ROOTS, pillar={})
 
 
 SCHEMA = {

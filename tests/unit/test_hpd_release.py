@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import salt.config
-from conftest import load_source
+from conftest import FILE_ROOTS, load_source
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 from test_hpd import REPO
@@ -52,7 +52,7 @@ def repo(tmp_path_factory):
 
 def opts_in(directory, pillar=None):
     opts = salt.config.minion_config(None)
-    opts.update(file_client="local", file_roots={"base": [str(REPO / "salt"), str(REPO)]},
+    opts.update(file_client="local", file_roots=FILE_ROOTS,
                 module_dirs=[str(REPO / "_modules")], cachedir=str(directory / "cache"),
                 pki_dir=str(directory / "pki"), id="unit", pillar=pillar or {})
     return opts

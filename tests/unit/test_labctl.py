@@ -1,6 +1,8 @@
 """labctl's pure parts: specs and the names it derives."""
 
 import contextlib
+import os
+import re
 
 import pytest
 import yaml
@@ -54,20 +56,41 @@ def test_bad_specs_are_refused(tmp_path, spec, error):
         labctl.load_spec(write_spec(tmp_path, **full))
 
 
-def test_master_config_keeps_pillar_data_and_the_lab_from_minions():
-    import re
+def served_files(roots):
+    """Every path a master with file roots `roots` serves (salt://...), as Salt's
+    roots backend walks them (following links)."""
+    paths = set()
+    for root in roots:
+        for directory, _, files in os.walk(root, followlinks=True):
+            paths.update(os.path.relpath(os.path.join(directory, f), root) for f in files)
+    return paths
 
-    lab = labctl.Lab("t")
-    conf = lab.master_config({"subnet": "10.90.0.0/24"})
+
+def test_the_master_serves_an_allow_list_not_the_checkout():
+    conf = labctl.Lab("t").master_config({"subnet": "10.90.0.0/24"})
     assert conf["interface"] == "10.90.0.1"
-    (ignore,) = conf["file_ignore_regex"]
-    repo = str(labctl.REPO)
-    for hidden in ("pillar/top.sls", "pillar/environments/production.sls", "lab/labctl.py",
-                   f"{repo}/pillar/common/init.sls", ".git/config", "tests/unit/x.py"):
-        assert re.search(ignore, hidden), hidden
-    for served in ("pillar/common/schema.yaml", "orch/deploy.sls", f"{repo}/salt/top.sls",
-                   "common/init.sls", "_modules/hpd.py"):
-        assert not re.search(ignore, served), served
+    assert "file_ignore_regex" not in conf
+    roots = conf["file_roots"]["base"]
+    assert roots == [str(labctl.REPO / "salt"), str(labctl.REPO / "served")]
+    # served/ holds only links to what minions and the master fetch from
+    # salt://, beside the states: each role's schema (hpd.schema), the
+    # orchestrations, the reactions, the extension modules.
+    allowed = re.compile(r"^((orch|reactor|_modules|_states|_beacons)/|pillar/\w+/schema\.yaml$)")
+    assert not [p for p in served_files(roots[1:]) if not allowed.match(p)]
+    served = served_files(roots)
+    schemas = {str(p.relative_to(labctl.REPO)) for p in labctl.REPO.glob("pillar/*/schema.yaml")}
+    assert schemas <= served
+    assert {"top.sls", "common/init.sls", "ssh/init.sls", "orch/deploy.sls",
+            "orch/release.jinja", "reactor/heal.sls", "_modules/hpd.py", "_states/hpd_site.py",
+            "_beacons/hpd_port.py"} <= served
+    # Nothing else of the checkout: not its top-level files, pillar data, the lab,
+    # the tests, the site, the locks, the master's runners.
+    for hidden in ("README.md", "setup.cfg", "Makefile", "pillar/top.sls", "pillar/hosts.jinja",
+                   "pillar/common/pillar.example", "lab/labctl.py", "tests/conftest.py",
+                   "example/requirements.txt", "lock/venv.txt", "_runners/hpd_deploy.py"):
+        assert hidden not in served, hidden
+    assert not [p for p in served if p.startswith(("pillar/secrets", "pillar/environments",
+                                                   "lab/", "tests/", "example/", ".git"))]
 
 
 def test_the_master_loads_the_trees_runners_from_the_checkout():

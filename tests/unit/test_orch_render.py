@@ -7,7 +7,7 @@ import json
 import pytest
 import salt.utils.templates
 import salt.utils.yaml
-from conftest import local_opts
+from conftest import FILE_ROOTS, local_opts
 from test_hpd import REPO
 
 PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["worker1"],
@@ -18,7 +18,7 @@ PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["wo
 
 
 def render(tmp_path, sls, pillar, test=False, plan=PLAN):
-    opts = local_opts(tmp_path, file_roots={"base": [str(REPO / "salt"), str(REPO)]}, test=test)
+    opts = local_opts(tmp_path, file_roots=FILE_ROOTS, test=test)
     calls = []
 
     def runner(name, kwarg=None):
