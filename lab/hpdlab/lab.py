@@ -25,8 +25,24 @@ from hpdlab.util import LabError, is_alive, is_process, kill_quietly, log, run, 
 
 
 def boot_timeout(n):
-    """Seconds `n` hosts get to boot and start their minions (they share 2 cores)."""
+    """Seconds `n` hosts get to boot and start their minions (they share 2 cores)
+    while none of them moves on: on a machine loaded by other work, a lab that
+    keeps moving is slow, not stuck."""
     return 120 + 10 * n
+
+
+class Stall:
+    """Whether `timeout` seconds passed since the last progress (`moved`)."""
+
+    def __init__(self, timeout, clock=time.monotonic):
+        self.timeout, self.clock = timeout, clock
+        self.moved()
+
+    def moved(self):
+        self.last = self.clock()
+
+    def over(self):
+        return self.clock() - self.last > self.timeout
 
 
 #: Seconds the master's reactor gets to provision an added host (its highstate).
@@ -192,9 +208,11 @@ class Lab(Master, hosts.Hosts):
         # while the others are still starting. Minions that started before we
         # listened are found by an occasional ping.
         bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        stall = Stall(timeout)
         try:
             last_check = time.monotonic()
             while waiting:
+                before = dict(waiting)
                 event = bus.get_event(wait=1, full=True)
                 name = minion_event(event)
                 if name in waiting and event["tag"].endswith("/start"):
@@ -207,9 +225,12 @@ class Lab(Master, hosts.Hosts):
                         waiting.pop(n)
                         unsynced.add(n)
                     last_check = time.monotonic()
-                if time.monotonic() - t0 > timeout:
+                if waiting != before:
+                    stall.moved()
+                elif stall.over():
                     self.check_boots(state, waiting)
-                    raise timed_out(timeout, "every minion to start", waiting)
+                    raise timed_out(timeout, "every minion to start (no minion moved on "
+                                    "meanwhile)", waiting)
             wait_answers(lambda ns: self.ping(ns, timeout=10), names, answer_timeout(len(names)))
             waiting = dict.fromkeys(names, "unknown")
 

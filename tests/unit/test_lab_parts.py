@@ -513,3 +513,16 @@ def test_up_knows_which_minion_an_event_is_from(tag, data, minion):
 
 def test_up_ignores_a_wait_without_event():
     assert lab.minion_event(None) is None
+
+
+def test_the_boot_wait_runs_out_only_when_nothing_moves():
+    """A lab on a loaded machine boots slowly but keeps moving: the wait for its
+    minions counts from the last host that moved on, not from the start."""
+    now = [0.0]
+    stall = lab.Stall(220, clock=lambda: now[0])
+    for _ in range(10):  # 10 hosts, one moving on every 200 s: 2000 s in all
+        now[0] += 200
+        assert not stall.over()
+        stall.moved()
+    now[0] += 221
+    assert stall.over()
