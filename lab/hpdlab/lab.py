@@ -27,8 +27,9 @@ from hpdlab.util import LabError, is_alive, is_process, kill_quietly, log, run, 
 def boot_timeout(n):
     """Seconds `n` hosts get to boot and start their minions (they share 2 cores)
     while none of them moves on: on a machine loaded by other work, a lab that
-    keeps moving is slow, not stuck."""
-    return 120 + 10 * n
+    keeps moving is slow, not stuck. Measured: 10 hosts' module syncs (the
+    reactor's saltutil.sync_all at each minion's start) took 4 minutes at load 90."""
+    return 120 + 20 * n
 
 
 class Stall:
@@ -44,6 +45,12 @@ class Stall:
     def over(self):
         return self.clock() - self.last > self.timeout
 
+
+#: Seconds between the pings that find the minions which started before the
+#: lab listened to the master's events: each ping is a job on every host still
+#: waiting, and on a loaded machine a ping every 5 s was most of the jobs the
+#: starting minions ran (45 each in 3 minutes, while their syncs crawled).
+PING_EVERY = 30
 
 #: Seconds the master's reactor gets to provision an added host (its highstate).
 PROVISION_TIMEOUT = 1800
@@ -219,7 +226,7 @@ class Lab(Master, hosts.Hosts):
                     waiting[name] = "modules not synced"
                 elif name in waiting and event["data"].get("fun") == "saltutil.sync_all":
                     waiting.pop(name)
-                if waiting and time.monotonic() - last_check > 5:
+                if waiting and time.monotonic() - last_check > PING_EVERY:
                     self.check_boots(state, waiting)
                     for n in self.ping(sorted(waiting), timeout=2):
                         waiting.pop(n)
