@@ -13,7 +13,8 @@ read to its end.
     sessions, from ``show stat``.
 ``hpd_haproxy.drain``
     ``set server <backend>/<server> state drain`` (no new requests), then wait
-    until its current sessions are 0.
+    until its current sessions are 0; refused for the backend's last server
+    that is UP (unless ``last=True``).
 ``hpd_haproxy.ready``
     ``set server <backend>/<server> state ready`` (back in the pool).
 ``hpd_haproxy.responses``
@@ -144,13 +145,34 @@ def _wait_sessions(read, timeout, interval):
         time.sleep(interval)
 
 
-def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
+def _last_up(rows, backend, server):
+    """The refusal of draining ``server`` when it is the last server of
+    ``backend`` that is UP (the others DRAIN, MAINT, DOWN...: draining it would
+    empty the pool), else None. A server haproxy has no row for is left to the
+    ``set server`` command to refuse."""
+    servers = {r["svname"]: r["status"] for r in rows
+               if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+    if not servers.get(server, "").startswith("UP"):
+        return None
+    others = {name: status for name, status in sorted(servers.items()) if name != server}
+    if any(status.startswith("UP") for status in others.values()):
+        return None
+    states = ", ".join(f"{n} is {s}" for n, s in others.items()) or "it is the only server"
+    return (f"refusing to drain {backend}/{server}: it is the last server of backend "
+            f"{backend} that is UP ({states}); last=True drains it anyway")
+
+
+def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET, last=False):
     """
     Take ``server`` of ``backend`` out of the pool (``state drain``: haproxy
     sends it no new requests and keeps checking its health), then wait until
     its current sessions are 0, polling every ``interval`` seconds. After
     ``timeout`` seconds with sessions left, ``drained`` is False and the return
     code non-zero; the server stays drained.
+
+    Refused (an error, nothing changed) when ``server`` is the last server of
+    ``backend`` that is UP, the others drained, in maintenance or down: the
+    pool would be empty. ``last=True`` drains it anyway.
 
     Returns ``{"drained", "status", "sessions", "seconds"}``.
 
@@ -160,6 +182,10 @@ def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
 
         salt lb hpd_haproxy.drain app app1 timeout=30
     """
+    if not last:
+        refusal = _last_up(_stat_rows(command("show stat", socket_path)), backend, server)
+        if refusal:
+            raise CommandExecutionError(refusal)
     _set_state(backend, server, "drain", socket_path)
     drained, last, waited = _wait_sessions(
         lambda: state(backend, server, socket_path), timeout, interval)

@@ -568,6 +568,13 @@ def _batches(hosts, size):
     return [hosts[i:i + size] for i in range(0, len(hosts), size)]
 
 
+def _undo(batches):
+    """For each batch, the hosts a deploy failing in it moves back, in order:
+    that batch's first (out of the pool already), then the earlier batches
+    from the last to the first, so each drain leaves hosts in the pool."""
+    return [[h for b in reversed(batches[:n + 1]) for h in b] for n in range(len(batches))]
+
+
 def _previous(answer, release=None):
     """The release a rollback of one host goes back to: ``release`` when named
     (it must be on the host), else the one made before the serving one."""
@@ -601,10 +608,13 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     ``release`` or each host's previous release) will do, computed once when it
     renders, before any host changes: the environment's app, worker and lb
     hosts (each answers ``hpd_release.facts``), the app hosts in batches of
-    ``batch``, the deploy lock taken for this process, the revision resolved
-    on the first app host (which migrates and pushes the static files) into
-    the release id, and the release each host serves now (``previous``: where
-    a failed deploy returns it; for a rollback, where it goes).
+    ``batch`` (``undo``: for each batch, the hosts a failure in it moves back,
+    in order; ``drain_last``: one batch holds every app host, so its drains
+    empty the pool as asked), the deploy lock taken for this process, the
+    revision resolved on the first app host (which migrates and pushes the
+    static files) into the release id, and the release each host serves now
+    (``previous``: where a failed deploy returns it; for a rollback, where it
+    goes).
 
     A bad key, a refused lock or an unknown revision is an ``Error`` (and
     ``salt-run`` fails) before any host changes.
@@ -647,5 +657,6 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
         lock(hosts["site"], hosts["env"], rev=rev, sha=target["sha"],
              release=target["release"])
     who = _held(hosts["site"], hosts["env"])["who"]
-    return {**hosts, **target, "who": who, "batches": _batches(hosts["app"], batch),
-            "previous": previous}
+    batches = _batches(hosts["app"], batch)
+    return {**hosts, **target, "who": who, "batches": batches, "undo": _undo(batches),
+            "drain_last": len(batches) == 1, "previous": previous}

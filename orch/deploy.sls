@@ -71,12 +71,13 @@ deploy-static-pushed:
 {%- endif %}
 
 {#- Step 5: the app hosts, batch after batch. A batch that fails puts every
-    host switched so far back on its previous release, one at a time, and the
-    deploy stops there. #}
-{%- set switched = [] %}
+    host switched so far back on its previous release, one at a time: the
+    failed batch's hosts first (out of the pool already), then the earlier
+    batches from the last (plan.undo), so the pool never empties; the deploy
+    stops there. #}
 {%- for hosts_of_batch in plan.batches %}
 {%-   set n = loop.index %}
-{%-   do switched.extend(hosts_of_batch) %}
+{%-   set switched = plan.undo[loop.index0] %}
 
 {{ notify('deploy-batch-' ~ n ~ '-notify', plan, 'step', step='batch ' ~ n,
           comment=hosts_of_batch | join(', ')) }}

@@ -453,6 +453,7 @@ def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
     assert plan["app"] == ["app1", "app2"] and plan["varnish"] == ["lb"]
     assert plan["sha"] == SHA and plan["previous"] == {"app1": "r1", "app2": "r1",
                                                         "worker1": "r1"}
+    assert plan["undo"] == [["app1"], ["app2", "app1"]] and plan["drain_last"] is False
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -474,6 +475,12 @@ def test_batches_split_the_app_hosts_in_order(hd):
     assert hd._batches(["a", "b"], 1) == [["a"], ["b"]]
     with pytest.raises(SaltInvocationError, match="deploy:batch"):
         hd._count(0, "deploy:batch")
+
+
+def test_undo_moves_the_failed_batch_back_first_then_the_earlier_ones_last_first(hd):
+    assert hd._undo([["a"], ["b"]]) == [["a"], ["b", "a"]]
+    assert hd._undo([["a", "b"], ["c", "d"], ["e"]]) == [
+        ["a", "b"], ["c", "d", "a", "b"], ["e", "c", "d", "a", "b"]]
 
 
 def test_rollback_goes_to_the_release_before_the_serving_one_or_a_named_one(hd):

@@ -137,7 +137,7 @@ def test_state_of_an_unknown_server_is_an_error_naming_it(hx, fake):
 def test_drain_waits_until_the_servers_sessions_are_zero(hx, fake, clock):
     got = hx.drain("app", "app1", timeout=10, interval=0.5, socket_path=fake.path)
     assert got == {"drained": True, "status": "DRAIN", "sessions": 0, "seconds": 1.0}
-    assert fake.commands == ["set server app/app1 state drain"] + ["show stat"] * 3
+    assert fake.commands == ["show stat", "set server app/app1 state drain"] + ["show stat"] * 3
     assert clock.sleeps == [0.5, 0.5]
     assert "retcode" not in hx.__context__
     assert fake.servers["app2"]["status"] == "UP"
@@ -152,6 +152,42 @@ def test_drain_that_times_out_says_so_and_fails_the_job(hx, tmp_path, clock):
     assert got["drained"] is False and got["sessions"] == 95 and got["seconds"] == 2.0
     assert hx.__context__["retcode"] == 1
     assert fake.servers["app1"]["status"] == "DRAIN"
+
+
+@pytest.mark.parametrize("other", ["DRAIN", "MAINT", "DOWN", "DOWN 1/2"])
+def test_drain_refuses_the_last_server_that_is_up_naming_the_others(hx, fake, clock, other):
+    fake.servers["app2"]["status"] = other
+    with pytest.raises(CommandExecutionError, match=(
+            rf"^refusing to drain app/app1: it is the last server of backend app that is UP "
+            rf"\(app2 is {other}\); last=True drains it anyway$")):
+        hx.drain("app", "app1", timeout=10, socket_path=fake.path)
+    assert fake.commands == ["show stat"]  # nothing changed
+    assert fake.servers["app1"]["status"] == "UP"
+
+
+def test_drain_of_the_last_server_up_with_last_true_drains_it(hx, fake, clock):
+    fake.servers["app2"]["status"] = "DRAIN"
+    got = hx.drain("app", "app1", timeout=10, socket_path=fake.path, last=True)
+    assert got["drained"] is True and fake.servers["app1"]["status"] == "DRAIN"
+    assert fake.commands[0] == "set server app/app1 state drain"
+
+
+@pytest.mark.parametrize("app1, app2", [("DRAIN", "DRAIN"), ("MAINT", "DOWN"),
+                                        ("UP", "UP 1/2")])
+def test_drain_of_a_server_that_leaves_one_up_or_is_not_up_itself_goes_ahead(
+        hx, fake, clock, app1, app2):
+    fake.servers["app1"]["status"], fake.servers["app2"]["status"] = app1, app2
+    assert hx.drain("app", "app1", timeout=10, socket_path=fake.path)["drained"] is True
+
+
+def test_last_up_counts_only_the_backends_own_servers(hx):
+    rows = [{"pxname": "app", "svname": n, "status": s} for n, s in
+            (("FRONTEND", "OPEN"), ("app1", "UP"), ("BACKEND", "UP"))]
+    rows.append({"pxname": "other", "svname": "app2", "status": "UP"})
+    assert hx._last_up(rows, "app", "app1") == (
+        "refusing to drain app/app1: it is the last server of backend app that is UP (it is "
+        "the only server); last=True drains it anyway")
+    assert hx._last_up(rows, "app", "app9") is None
 
 
 def test_ready_puts_the_server_back_and_returns_its_state(hx, fake, clock):
