@@ -221,9 +221,10 @@ def _releases(root):
 def facts():
     """
     What orch.deploy and orch.rollback plan with, from this host: its
-    environment and roles, the site's name and static directory, the app's
-    port, the release ``current`` points to (None without one) and the releases
-    it has, oldest first.
+    environment and roles, the site's name, static directory and ``site:rev``
+    (what a deploy without deploy:rev deploys), the app's port, the release
+    ``current`` points to (None without one) and the releases it has, oldest
+    first.
 
     CLI Example:
 
@@ -240,7 +241,7 @@ def facts():
               "releases": _releases(root)}
     if "app" in roles or "worker" in roles:
         site = __salt__["hpd.settings"]("site")
-        answer.update(site=site["name"], static_dir=site["static_dir"])
+        answer.update(site=site["name"], static_dir=site["static_dir"], rev=site["rev"])
     if "app" in roles:
         answer["port"] = __salt__["hpd.settings"]("app")["port"]
     return answer

@@ -3,7 +3,8 @@
 
       salt-run state.orchestrate orch.deploy pillar='{"deploy": {"rev": "<git ref>"} }'
 
-    pillar deploy: rev (required), env (default: the one environment with app
+    pillar deploy: rev (default: the site:rev of the environment's app hosts,
+    what a highstate builds), env (default: the one environment with app
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
     host, default 5), health_timeout (seconds, default 120). orch/README.md
     describes the steps. #}
@@ -24,8 +25,8 @@
 {%- set protect = plan.previous.values() | reject('none') | unique | list %}
 {%- set dry = opts.get('test', False) %}
 
-{{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.sha ~ ') to '
-          ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
+{{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.rev_from ~ ', '
+          ~ plan.sha ~ ') to ' ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
 
 {#- Steps 1, 2 and 4: the release checked out and its virtualenv on every
     host, and on the app hosts its static files collected (hashed, .gz, .br;

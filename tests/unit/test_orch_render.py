@@ -12,7 +12,7 @@ from test_hpd import REPO
 
 PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["worker1"],
         "lb": ["lb"], "varnish": ["lb"], "port": 8000, "release": "20261130T075527Z-4f6a0c2e9b1d",
-        "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "who": "alice",
+        "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "rev_from": "deploy:rev", "who": "alice",
         "batches": [["app1"], ["app2"]], "undo": [["app1"], ["app2", "app1"]],
         "drain_last": False, "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
 
