@@ -594,17 +594,17 @@ def _undo(batches):
 
 def _previous(answer, release=None):
     """The release a rollback of one host goes back to: ``release`` when named
-    (it must be on the host), else the one made before the serving one."""
+    (it must be on the host), else the one the host names as its previous (the
+    last that served before the serving one: ``hpd_release.facts``)."""
     have = answer["releases"]
     if release is not None:
         if release not in have:
             raise SaltInvocationError(f"release {release!r} is not on the host (it has "
                                       f"{', '.join(have)})")
         return release
-    serving = answer["current"]
-    if serving not in have or have.index(serving) == 0:
-        raise SaltInvocationError(f"no release before {serving!r} on the host")
-    return have[have.index(serving) - 1]
+    if answer.get("previous") is None:
+        raise SaltInvocationError(f"no release served before {answer['current']!r} on the host")
+    return answer["previous"]
 
 
 def _rollback_targets(facts, hosts, release):

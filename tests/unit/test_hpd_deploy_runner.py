@@ -403,8 +403,9 @@ def test_health_refuses_bad_arguments_naming_them(hd, hosts, port, match):
 # --- the plan --------------------------------------------------------------------------
 
 
-def facts(env, roles, current="r1", releases=("r0", "r1"), rev="main"):
-    answer = {"env": env, "roles": roles, "current": current, "releases": list(releases)}
+def facts(env, roles, current="r1", releases=("r0", "r1"), rev="main", previous="r0"):
+    answer = {"env": env, "roles": roles, "current": current, "releases": list(releases),
+              "previous": previous}
     if "app" in roles or "worker" in roles:
         answer.update(site="example", static_dir="collected_static", rev=rev)
     if "app" in roles:
@@ -514,16 +515,18 @@ def test_batches_split_the_app_hosts_in_order(hd):
         hd._count(0, "deploy:batch")
 
 
-def test_rollback_goes_to_the_release_before_the_serving_one_or_a_named_one(hd):
-    answer = facts("dev", ["app"], current="r2", releases=["main", "r1", "r2", "r3"])
-    assert hd._previous(answer) == "r1"
-    assert hd._previous(answer, "main") == "main"
+def test_rollback_goes_to_the_hosts_previous_release_or_a_named_one(hd):
+    answer = facts("dev", ["app"], current="r2", releases=["main", "r1", "r2", "r3"],
+                   previous="main")
+    assert hd._previous(answer) == "main"
+    assert hd._previous(answer, "r1") == "r1"
     with pytest.raises(SaltInvocationError, match="release 'gone' is not on the host"):
         hd._previous(answer, "gone")
-    with pytest.raises(SaltInvocationError, match="no release before 'main'"):
-        hd._previous(facts("dev", ["app"], current="main", releases=["main"]))
-    farm = {"a": answer, "b": facts("dev", ["app"], current="main", releases=["main"])}
-    with pytest.raises(SaltInvocationError, match="^b: no release before 'main'"):
+    first = facts("dev", ["app"], current="main", releases=["main"], previous=None)
+    with pytest.raises(SaltInvocationError, match="no release served before 'main'"):
+        hd._previous(first)
+    farm = {"a": answer, "b": first}
+    with pytest.raises(SaltInvocationError, match="^b: no release served before 'main'"):
         hd._rollback_targets(farm, ["a", "b"], None)
 
 
