@@ -16,7 +16,8 @@ read to its end.
     until its current sessions are 0; refused for the backend's last server
     that is UP (unless ``last=True``).
 ``hpd_haproxy.ready``
-    ``set server <backend>/<server> state ready`` (back in the pool).
+    ``set server <backend>/<server> state ready`` (back in the pool), then wait
+    until haproxy has it UP.
 ``hpd_haproxy.responses``
     a backend's (or server's) responses so far, by status class, from
     ``show stat`` (the error-rate beacon reads them).
@@ -132,13 +133,13 @@ def _set_state(backend, server, wanted, socket_path):
         raise CommandExecutionError(f"set server {backend}/{server} state {wanted}: {answer}")
 
 
-def _wait_sessions(read, timeout, interval):
-    """Call ``read()`` (a server's state) until its sessions are 0 or ``timeout``
-    seconds pass; ``(drained, last state, seconds waited)``."""
+def _wait(read, done, timeout, interval):
+    """Call ``read()`` (a server's state) until ``done(state)`` or ``timeout``
+    seconds pass; ``(done, last state, seconds waited)``."""
     start = time.monotonic()
     while True:
         now = read()
-        if now["sessions"] == 0:
+        if done(now):
             return True, now, time.monotonic() - start
         if time.monotonic() - start + interval > timeout:
             return False, now, time.monotonic() - start
@@ -187,18 +188,22 @@ def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET, last=Fa
         if refusal:
             raise CommandExecutionError(refusal)
     _set_state(backend, server, "drain", socket_path)
-    drained, last, waited = _wait_sessions(
-        lambda: state(backend, server, socket_path), timeout, interval)
+    drained, last, waited = _wait(lambda: state(backend, server, socket_path),
+                                  lambda now: now["sessions"] == 0, timeout, interval)
     if not drained:
         __context__["retcode"] = 1
     return {"drained": drained, "status": last["status"], "sessions": last["sessions"],
             "seconds": round(waited, 3)}
 
 
-def ready(backend, server, socket_path=SOCKET):
+def ready(backend, server, timeout=30, interval=0.2, socket_path=SOCKET):
     """
-    Put ``server`` of ``backend`` back in the pool (``state ready``) and
-    return its state (as :func:`state`).
+    Put ``server`` of ``backend`` back in the pool (``state ready``), then wait
+    until haproxy has it UP (a server its health checks took down rises only
+    after ``rise`` good checks), polling every ``interval`` seconds: the next
+    host's drain counts it as in the pool. Returns its state (as
+    :func:`state`); still not UP after ``timeout`` seconds, the return code is
+    non-zero.
 
     CLI Example:
 
@@ -207,4 +212,8 @@ def ready(backend, server, socket_path=SOCKET):
         salt lb hpd_haproxy.ready app app1
     """
     _set_state(backend, server, "ready", socket_path)
-    return state(backend, server, socket_path)
+    up, last, _ = _wait(lambda: state(backend, server, socket_path),
+                        lambda now: now["status"].startswith("UP"), timeout, interval)
+    if not up:
+        __context__["retcode"] = 1
+    return last

@@ -31,10 +31,11 @@ COLUMNS = HEADER[2:].split(",")
 
 class FakeHaproxy:
     """Backend `app` with servers app1, app2. A drained server loses one current
-    session per `show stat`; `set server` answers nothing on success."""
+    session per `show stat`; a server made ready shows `DOWN 1/2` for `rising`
+    `show stat`s first; `set server` answers nothing on success."""
 
     def __init__(self, path, sessions=3):
-        self.path, self.commands = str(path), []
+        self.path, self.commands, self.rising = str(path), [], 0
         self.servers = {"app1": {"status": "UP", "scur": sessions, "weight": 1},
                         "app2": {"status": "UP", "scur": 5, "weight": 1}}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,6 +60,11 @@ class FakeHaproxy:
             for server in self.servers.values():
                 if server["status"] == "DRAIN" and server["scur"]:
                     server["scur"] -= 1
+                if "rise" in server:
+                    server["rise"] -= 1
+                    if server["rise"] < 0:
+                        del server["rise"]
+                        server["status"] = "UP"
             rows = [self.row("FRONTEND")] + [self.row(n, s) for n, s in self.servers.items()]
             rows.append(self.row("BACKEND"))
             return HEADER + "\n" + "\n".join(rows) + "\n\n"
@@ -72,6 +78,8 @@ class FakeHaproxy:
             if words[4] not in state:
                 return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
             self.servers[name]["status"], self.servers[name]["weight"] = state[words[4]]
+            if words[4] == "ready" and self.rising:
+                self.servers[name].update(status="DOWN 1/2", rise=self.rising)
             return "\n"
         return "Unknown command. Please enter one of the following commands only :\n"
 
@@ -194,6 +202,20 @@ def test_ready_puts_the_server_back_and_returns_its_state(hx, fake, clock):
     hx.drain("app", "app1", timeout=10, socket_path=fake.path)
     assert hx.ready("app", "app1", socket_path=fake.path)["status"] == "UP"
     assert fake.commands[-2:] == ["set server app/app1 state ready", "show stat"]
+
+
+def test_ready_waits_until_haproxy_has_the_server_up(hx, fake, clock):
+    fake.rising = 2  # its health checks took it down: up after `rise` good checks
+    hx.drain("app", "app1", timeout=10, socket_path=fake.path)
+    assert hx.ready("app", "app1", interval=0.5, socket_path=fake.path)["status"] == "UP"
+    assert fake.commands[-4:] == ["set server app/app1 state ready"] + ["show stat"] * 3
+    assert "retcode" not in hx.__context__
+
+
+def test_ready_of_a_server_that_stays_down_fails_the_job(hx, fake, clock):
+    fake.rising = 100
+    got = hx.ready("app", "app1", timeout=2, interval=0.5, socket_path=fake.path)
+    assert got["status"] == "DOWN 1/2" and hx.__context__["retcode"] == 1
 
 
 @pytest.mark.parametrize("backend, server, message", [
