@@ -188,11 +188,11 @@ def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET, last=Fa
         if refusal:
             raise CommandExecutionError(refusal)
     _set_state(backend, server, "drain", socket_path)
-    drained, last, waited = _wait(lambda: state(backend, server, socket_path),
+    drained, seen, waited = _wait(lambda: state(backend, server, socket_path),
                                   lambda now: now["sessions"] == 0, timeout, interval)
     if not drained:
         __context__["retcode"] = 1
-    return {"drained": drained, "status": last["status"], "sessions": last["sessions"],
+    return {"drained": drained, "status": seen["status"], "sessions": seen["sessions"],
             "seconds": round(waited, 3)}
 
 
@@ -212,8 +212,8 @@ def ready(backend, server, timeout=30, interval=0.2, socket_path=SOCKET):
         salt lb hpd_haproxy.ready app app1
     """
     _set_state(backend, server, "ready", socket_path)
-    up, last, _ = _wait(lambda: state(backend, server, socket_path),
+    up, seen, _ = _wait(lambda: state(backend, server, socket_path),
                         lambda now: now["status"].startswith("UP"), timeout, interval)
     if not up:
         __context__["retcode"] = 1
-    return last
+    return seen
