@@ -13,9 +13,11 @@ read to its end.
     sessions, from ``show stat``.
 ``hpd_haproxy.drain``
     ``set server <backend>/<server> state drain`` (no new requests), then wait
-    until its current sessions are 0.
+    until its current sessions are 0; refused for the backend's last server
+    that is UP (unless ``last=True``).
 ``hpd_haproxy.ready``
-    ``set server <backend>/<server> state ready`` (back in the pool).
+    ``set server <backend>/<server> state ready`` (back in the pool), then wait
+    until haproxy has it UP.
 ``hpd_haproxy.responses``
     a backend's (or server's) responses so far, by status class, from
     ``show stat`` (the error-rate beacon reads them).
@@ -131,26 +133,47 @@ def _set_state(backend, server, wanted, socket_path):
         raise CommandExecutionError(f"set server {backend}/{server} state {wanted}: {answer}")
 
 
-def _wait_sessions(read, timeout, interval):
-    """Call ``read()`` (a server's state) until its sessions are 0 or ``timeout``
-    seconds pass; ``(drained, last state, seconds waited)``."""
+def _wait(read, done, timeout, interval):
+    """Call ``read()`` (a server's state) until ``done(state)`` or ``timeout``
+    seconds pass; ``(done, last state, seconds waited)``."""
     start = time.monotonic()
     while True:
         now = read()
-        if now["sessions"] == 0:
+        if done(now):
             return True, now, time.monotonic() - start
         if time.monotonic() - start + interval > timeout:
             return False, now, time.monotonic() - start
         time.sleep(interval)
 
 
-def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
+def _last_up(rows, backend, server):
+    """The refusal of draining ``server`` when it is the last server of
+    ``backend`` that is UP (the others DRAIN, MAINT, DOWN...: draining it would
+    empty the pool), else None. A server haproxy has no row for is left to the
+    ``set server`` command to refuse."""
+    servers = {r["svname"]: r["status"] for r in rows
+               if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+    if not servers.get(server, "").startswith("UP"):
+        return None
+    others = {name: status for name, status in sorted(servers.items()) if name != server}
+    if any(status.startswith("UP") for status in others.values()):
+        return None
+    states = ", ".join(f"{n} is {s}" for n, s in others.items()) or "it is the only server"
+    return (f"refusing to drain {backend}/{server}: it is the last server of backend "
+            f"{backend} that is UP ({states}); last=True drains it anyway")
+
+
+def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET, last=False):
     """
     Take ``server`` of ``backend`` out of the pool (``state drain``: haproxy
     sends it no new requests and keeps checking its health), then wait until
     its current sessions are 0, polling every ``interval`` seconds. After
     ``timeout`` seconds with sessions left, ``drained`` is False and the return
     code non-zero; the server stays drained.
+
+    Refused (an error, nothing changed) when ``server`` is the last server of
+    ``backend`` that is UP, the others drained, in maintenance or down: the
+    pool would be empty. ``last=True`` drains it anyway.
 
     Returns ``{"drained", "status", "sessions", "seconds"}``.
 
@@ -160,19 +183,27 @@ def drain(backend, server, timeout=60, interval=0.2, socket_path=SOCKET):
 
         salt lb hpd_haproxy.drain app app1 timeout=30
     """
+    if not last:
+        refusal = _last_up(_stat_rows(command("show stat", socket_path)), backend, server)
+        if refusal:
+            raise CommandExecutionError(refusal)
     _set_state(backend, server, "drain", socket_path)
-    drained, last, waited = _wait_sessions(
-        lambda: state(backend, server, socket_path), timeout, interval)
+    drained, seen, waited = _wait(lambda: state(backend, server, socket_path),
+                                  lambda now: now["sessions"] == 0, timeout, interval)
     if not drained:
         __context__["retcode"] = 1
-    return {"drained": drained, "status": last["status"], "sessions": last["sessions"],
+    return {"drained": drained, "status": seen["status"], "sessions": seen["sessions"],
             "seconds": round(waited, 3)}
 
 
-def ready(backend, server, socket_path=SOCKET):
+def ready(backend, server, timeout=30, interval=0.2, socket_path=SOCKET):
     """
-    Put ``server`` of ``backend`` back in the pool (``state ready``) and
-    return its state (as :func:`state`).
+    Put ``server`` of ``backend`` back in the pool (``state ready``), then wait
+    until haproxy has it UP (a server its health checks took down rises only
+    after ``rise`` good checks), polling every ``interval`` seconds: the next
+    host's drain counts it as in the pool. Returns its state (as
+    :func:`state`); still not UP after ``timeout`` seconds, the return code is
+    non-zero.
 
     CLI Example:
 
@@ -181,4 +212,8 @@ def ready(backend, server, socket_path=SOCKET):
         salt lb hpd_haproxy.ready app app1
     """
     _set_state(backend, server, "ready", socket_path)
-    return state(backend, server, socket_path)
+    up, seen, _ = _wait(lambda: state(backend, server, socket_path),
+                        lambda now: now["status"].startswith("UP"), timeout, interval)
+    if not up:
+        __context__["retcode"] = 1
+    return seen

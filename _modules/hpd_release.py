@@ -13,11 +13,13 @@ through ``salt.function``).
     monitoring host), for graphs to mark deploys with.
 ``hpd_release.facts``
     what a deploy plans with: the host's environment, roles, the release
-    ``current`` points to and the releases it has.
+    ``current`` points to, the releases it has and the one a rollback goes back
+    to (the last that served before the current one, by the release log).
 ``hpd_release.push_static``
     a release's static files pushed to the CDN origin.
 ``hpd_release.prune``
-    the releases beyond the newest N removed, never the serving or previous one.
+    the releases beyond the newest N removed (those that never served first),
+    never the serving or previous one.
 
 The computations are plain functions (the ``_``-prefixed helpers), unit-tested.
 """
@@ -218,12 +220,51 @@ def _releases(root):
     return [n for _, n in sorted(found)]
 
 
+def _logged(text):
+    """The releases the release log names, oldest line first: each served (the
+    log gets its line when a deploy or rollback has finished)."""
+    return [m.group(1) for m in re.finditer(r" release=(\S+)", text)]
+
+
+def _read_log(root):
+    """The releases ``<root>/log/releases.log`` names (none without a log)."""
+    try:
+        with open(os.path.join(root, "log", "releases.log"), encoding="utf-8") as fh:
+            return _logged(fh.read())
+    except FileNotFoundError:
+        return []
+
+
+def _served(releases, logged):
+    """The releases (of ``releases``, oldest first) that served: those the log
+    names, and those made before the first it names (a highstate's, before the
+    log had lines); with an empty log, all of them."""
+    first = next((i for i, r in enumerate(releases) if r in logged), len(releases))
+    return [r for i, r in enumerate(releases) if i < first or r in logged]
+
+
+def _previous(current, releases, logged):
+    """The release a rollback from ``current`` goes back to: the last one that
+    served before it (the newest the log names other than ``current``), else
+    the newest that served made before it; one the host still has, or None.
+    Not simply the one made before ``current``: that may be a release that
+    failed its deploy and was rolled back."""
+    for name in reversed(logged):
+        if name != current and name in releases:
+            return name
+    before = releases[:releases.index(current)] if current in releases else []
+    served = [r for r in _served(releases, logged) if r in before]
+    return served[-1] if served else None
+
+
 def facts():
     """
     What orch.deploy and orch.rollback plan with, from this host: its
-    environment and roles, the site's name and static directory, the app's
-    port, the release ``current`` points to (None without one) and the releases
-    it has, oldest first.
+    environment and roles, the site's name, static directory and ``site:rev``
+    (what a deploy without deploy:rev deploys), the app's port, the release
+    ``current`` points to (None without one), the releases it has, oldest
+    first, and ``previous``: the one a rollback goes back to (the last that
+    served before the current one; None without one).
 
     CLI Example:
 
@@ -236,23 +277,27 @@ def facts():
     root = __salt__["hpd.settings"]("common")["app_root"]
     current = os.path.join(root, "current")
     serving = os.path.basename(os.readlink(current)) if os.path.islink(current) else None
-    answer = {"env": hpd.get("env"), "roles": roles, "current": serving,
-              "releases": _releases(root)}
+    releases = _releases(root)
+    answer = {"env": hpd.get("env"), "roles": roles, "current": serving, "releases": releases,
+              "previous": _previous(serving, releases, _read_log(root))}
     if "app" in roles or "worker" in roles:
         site = __salt__["hpd.settings"]("site")
-        answer.update(site=site["name"], static_dir=site["static_dir"])
+        answer.update(site=site["name"], static_dir=site["static_dir"], rev=site["rev"])
     if "app" in roles:
         answer["port"] = __salt__["hpd.settings"]("app")["port"]
     return answer
 
 
-def _prunable(releases, keep, protected):
-    """The releases (oldest first) to remove so that the newest ``keep`` remain,
-    never one of ``protected`` (the serving and the previous release)."""
+def _prunable(releases, keep, protected, served):
+    """The releases (of ``releases``, oldest first) to remove so that ``keep``
+    remain: those that never served (not in ``served``) go first, oldest
+    first, then the oldest that served; never one of ``protected`` (the
+    serving and the previous release)."""
     if not isinstance(keep, int) or keep < 1:
         raise SaltInvocationError(f"deploy:keep must be a whole number of releases >= 1, "
                                   f"not {keep!r}")
-    return [r for r in releases[:max(0, len(releases) - keep)] if r not in protected]
+    ranked = [r for r in releases if r not in served] + [r for r in releases if r in served]
+    return [r for r in ranked[:max(0, len(releases) - keep)] if r not in protected]
 
 
 def _unused_venvs(root):
@@ -270,10 +315,11 @@ def _unused_venvs(root):
 
 def prune(keep=5, protect=()):
     """
-    Remove this host's oldest releases so that the newest ``keep`` remain;
-    never the release ``current`` points to nor any in ``protect`` (the deploy's
-    previous release); then the virtualenvs no remaining release uses. Returns
-    what it removed: ``{"releases": [...], "venvs": [...]}``.
+    Remove this host's oldest releases so that the newest ``keep`` remain,
+    those that never served (the release log names them not: a failed deploy's)
+    first; never the release ``current`` points to nor any in ``protect`` (the
+    deploy's previous release); then the virtualenvs no remaining release
+    uses. Returns what it removed: ``{"releases": [...], "venvs": [...]}``.
 
     CLI Example:
 
@@ -283,7 +329,9 @@ def prune(keep=5, protect=()):
     """
     root = __salt__["hpd.settings"]("common")["app_root"]
     serving = facts()["current"]
-    removed = _prunable(_releases(root), keep, {serving, *protect})
+    releases = _releases(root)
+    removed = _prunable(releases, keep, {serving, *protect},
+                        _served(releases, _read_log(root)))
     for name in removed:
         shutil.rmtree(os.path.join(root, "releases", name))
     venvs = _unused_venvs(root)

@@ -252,11 +252,12 @@ def _who():
     return user if user and user != "UNKNOWN" else salt.utils.user.get_specific_user()
 
 
-def lock(site, env, rev=None, sha=None, release=None):
+def lock(site, env, rev=None, sha=None, release=None, rev_from=None):
     """
     Take the deploy lock of ``site`` in environment ``env`` for the process
     running this orchestration, recording who (the user who started it), since
-    when, ``rev`` (as asked), ``sha`` and ``release``. Refused (``salt-run`` and
+    when, ``rev`` (as asked), where it came from (``rev_from``: ``deploy:rev``
+    or ``site:rev``), ``sha`` and ``release``. Refused (``salt-run`` and
     the orchestration's state fail) while another live process holds it, with a
     message naming that holder; a lock whose holder is gone is taken over (and
     the takeover logged). Taking it again from the same process succeeds.
@@ -280,7 +281,8 @@ def lock(site, env, rev=None, sha=None, release=None):
                         site, env, current.get("pid"))
         record = {**me, "site": site, "env": env, "who": _who(),
                   "since": current["since"] if mine else now,
-                  "rev": rev, "sha": sha, "release": release, "jid": globals().get("__jid__")}
+                  "rev": rev, "rev_from": rev_from, "sha": sha, "release": release,
+                  "jid": globals().get("__jid__")}
         _write(path, record)
     return {"locked": True, "holder": record, "taken_over": None if mine else current}
 
@@ -360,6 +362,7 @@ def _event(record, phase, now, step=None, result=None, comment=None):
         "env": record["env"],
         "release": record.get("release"),
         "rev": record.get("rev"),
+        "rev_from": record.get("rev_from"),
         "sha": record.get("sha"),
         "who": record.get("who"),
         "since": _iso(record["since"]),
@@ -532,6 +535,20 @@ def _rev(rev):
     return rev
 
 
+def _deploy_rev(rev, facts, app):
+    """``(revision, where it came from)`` of a deploy: ``deploy:rev`` when given,
+    else the ``site:rev`` of the environment's app hosts ``app`` (what a
+    highstate builds there), which they must agree on."""
+    if rev is not None:
+        return _rev(rev), "deploy:rev"
+    revs = {facts[h].get("rev") for h in app}
+    if len(revs) != 1 or None in revs:
+        seen = ", ".join(f"{h}: {facts[h].get('rev')!r}" for h in app)
+        raise SaltInvocationError(f"deploy:rev not given and the app hosts' site:rev differ "
+                                  f"({seen}): name the revision with deploy:rev")
+    return revs.pop(), "site:rev"
+
+
 def _count(value, key):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SaltInvocationError(f"{key} must be a whole number >= 1, not {value!r}")
@@ -568,19 +585,26 @@ def _batches(hosts, size):
     return [hosts[i:i + size] for i in range(0, len(hosts), size)]
 
 
+def _undo(batches):
+    """For each batch, the hosts a deploy failing in it moves back, in order:
+    that batch's first (out of the pool already), then the earlier batches
+    from the last to the first, so each drain leaves hosts in the pool."""
+    return [[h for b in reversed(batches[:n + 1]) for h in b] for n in range(len(batches))]
+
+
 def _previous(answer, release=None):
     """The release a rollback of one host goes back to: ``release`` when named
-    (it must be on the host), else the one made before the serving one."""
+    (it must be on the host), else the one the host names as its previous (the
+    last that served before the serving one: ``hpd_release.facts``)."""
     have = answer["releases"]
     if release is not None:
         if release not in have:
             raise SaltInvocationError(f"release {release!r} is not on the host (it has "
                                       f"{', '.join(have)})")
         return release
-    serving = answer["current"]
-    if serving not in have or have.index(serving) == 0:
-        raise SaltInvocationError(f"no release before {serving!r} on the host")
-    return have[have.index(serving) - 1]
+    if answer.get("previous") is None:
+        raise SaltInvocationError(f"no release served before {answer['current']!r} on the host")
+    return answer["previous"]
 
 
 def _rollback_targets(facts, hosts, release):
@@ -597,14 +621,18 @@ def _rollback_targets(facts, hosts, release):
 
 def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     """
-    What ``orch.deploy`` (``rev``) or ``orch.rollback`` (``rollback=True``,
+    What ``orch.deploy`` (``rev``; without it the app hosts' ``site:rev``,
+    ``rev_from`` says which) or ``orch.rollback`` (``rollback=True``,
     ``release`` or each host's previous release) will do, computed once when it
     renders, before any host changes: the environment's app, worker and lb
     hosts (each answers ``hpd_release.facts``), the app hosts in batches of
-    ``batch``, the deploy lock taken for this process, the revision resolved
-    on the first app host (which migrates and pushes the static files) into
-    the release id, and the release each host serves now (``previous``: where
-    a failed deploy returns it; for a rollback, where it goes).
+    ``batch`` (``undo``: for each batch, the hosts a failure in it moves back,
+    in order; ``drain_last``: one batch holds every app host, so its drains
+    empty the pool as asked), the deploy lock taken for this process, the
+    revision resolved on the first app host (which migrates and pushes the
+    static files) into the release id, and the release each host serves now
+    (``previous``: where a failed deploy returns it; for a rollback, where it
+    goes).
 
     A bad key, a refused lock or an unknown revision is an ``Error`` (and
     ``salt-run`` fails) before any host changes.
@@ -617,7 +645,7 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     """
     try:
         _count(batch, "deploy:batch")
-        if not rollback:
+        if not rollback and rev is not None:
             _rev(rev)
         # The hosts a deploy touches run this tree's modules and states from
         # here on (one job; all 18 kinds of saltutil.sync_all cost ~20 s).
@@ -626,9 +654,10 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
         facts = __salt__["salt.execute"](DEPLOYED, "hpd_release.facts", tgt_type="compound",
                                          timeout=timeout)
         hosts = _hosts(facts, env)
+        rev, rev_from = (None, None) if rollback else _deploy_rev(rev, facts, hosts["app"])
     except SaltInvocationError as exc:
         return _failed({"Error": str(exc)})
-    taken = lock(hosts["site"], hosts["env"], rev=rev, release=release)
+    taken = lock(hosts["site"], hosts["env"], rev=rev, release=release, rev_from=rev_from)
     if "Error" in taken:
         return taken
     switched = hosts["app"] + hosts["worker"]
@@ -645,7 +674,8 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
             return target
         previous = {h: facts[h]["current"] for h in switched}
         lock(hosts["site"], hosts["env"], rev=rev, sha=target["sha"],
-             release=target["release"])
+             release=target["release"], rev_from=rev_from)
     who = _held(hosts["site"], hosts["env"])["who"]
-    return {**hosts, **target, "who": who, "batches": _batches(hosts["app"], batch),
-            "previous": previous}
+    batches = _batches(hosts["app"], batch)
+    return {**hosts, **target, "rev_from": rev_from, "who": who, "batches": batches,
+            "undo": _undo(batches), "drain_last": len(batches) == 1, "previous": previous}

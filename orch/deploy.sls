@@ -3,7 +3,8 @@
 
       salt-run state.orchestrate orch.deploy pillar='{"deploy": {"rev": "<git ref>"} }'
 
-    pillar deploy: rev (required), env (default: the one environment with app
+    pillar deploy: rev (default: the site:rev of the environment's app hosts,
+    what a highstate builds), env (default: the one environment with app
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
     host, default 5), health_timeout (seconds, default 120). orch/README.md
     describes the steps. #}
@@ -24,8 +25,8 @@
 {%- set protect = plan.previous.values() | reject('none') | unique | list %}
 {%- set dry = opts.get('test', False) %}
 
-{{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.sha ~ ') to '
-          ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
+{{ notify('deploy-start', plan, 'start', comment='rev ' ~ plan.rev ~ ' (' ~ plan.rev_from ~ ', '
+          ~ plan.sha ~ ') to ' ~ (hosts | join(', ')) ~ ' in batches ' ~ (plan.batches | json)) }}
 
 {#- Steps 1, 2 and 4: the release checked out and its virtualenv on every
     host, and on the app hosts its static files collected (hashed, .gz, .br;
@@ -71,12 +72,13 @@ deploy-static-pushed:
 {%- endif %}
 
 {#- Step 5: the app hosts, batch after batch. A batch that fails puts every
-    host switched so far back on its previous release, one at a time, and the
-    deploy stops there. #}
-{%- set switched = [] %}
+    host switched so far back on its previous release, one at a time: the
+    failed batch's hosts first (out of the pool already), then the earlier
+    batches from the last (plan.undo), so the pool never empties; the deploy
+    stops there. #}
 {%- for hosts_of_batch in plan.batches %}
 {%-   set n = loop.index %}
-{%-   do switched.extend(hosts_of_batch) %}
+{%-   set switched = plan.undo[loop.index0] %}
 
 {{ notify('deploy-batch-' ~ n ~ '-notify', plan, 'step', step='batch ' ~ n,
           comment=hosts_of_batch | join(', ')) }}

@@ -1,7 +1,8 @@
 {#- orch.rollback: every app and worker host of the environment back to its
-    previous release (the one made before the release it serves), or to the
-    release deploy:release names, with orch.deploy's sequence: app hosts one
-    batch at a time drained, switched, chain-reloaded, health-gated, back in
+    previous release (the last that served before the release it serves:
+    hpd_release.facts), or to the release deploy:release names, with
+    orch.deploy's sequence: app hosts one batch at a time drained, switched,
+    chain-reloaded, health-gated, back in
     the pool; then the workers, and that release's error page to Varnish. A
     host that fails its move (its health gate above all) stops the rollback
     there, out of the pool, for an operator.

@@ -45,7 +45,8 @@ def test_a_runner_prints_only_its_output(lab, args):
 
 @pytest.mark.parametrize("sls, deploy, reason", [
     ("orch.deploy", {"rev": "main", "batch": 0}, "deploy:batch must be a whole number >= 1, not 0"),
-    ("orch.deploy", {"batch": 2}, "deploy:rev must be a branch, a tag or a commit sha, not None"),
+    ("orch.deploy", {"rev": " ", "batch": 2},
+     "deploy:rev must be a branch, a tag or a commit sha, not ' '"),
     ("orch.rollback", {"batch": "two"}, "deploy:batch must be a whole number >= 1, not 'two'"),
 ])
 def test_a_refused_deploy_says_why_in_one_line(lab, sls, deploy, reason):

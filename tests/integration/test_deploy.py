@@ -1,17 +1,21 @@
 """orch.deploy and orch.rollback on the lab: revision A then B deployed (the
 migration once, the static files at the CDN origin with their compressed
-variants, the workers on B), rolled back to A; and the bad cases: a failing
-migration, a failing health check (rolled back), a revision that does not
+variants, the workers on B), rolled back to A; a deploy with no revision
+given (the environment's site:rev); and the bad cases: a failing migration, a
+failing health check in the first or the last batch (rolled back, the pool
+never empty), a rollback after a failed deploy, a revision that does not
 exist, two deploys at once. The revisions are published on a branch of their
 own; at the end the farm serves the release it served before (main's tree)."""
 
 import json
 import subprocess
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REPO, settled
+from conftest import REPO, EventBus, haproxy_app, settled
 from hpdlab.deploy import deploy, orchestrate
 
 pytestmark = pytest.mark.lab
@@ -68,7 +72,8 @@ def farm(lab, highstate):
 def revisions(lab):
     """Revisions of the site, one after another on BRANCH (deployed by sha): A (a
     migration more than main), B (A, a migration and a static file more), one
-    whose migration fails, one whose /health/ fails; {name: sha}."""
+    whose migration fails, one whose /health/ fails, one whose /health/ fails
+    on the last app host only; {name: sha}."""
     a = {f"{MIGRATIONS}/0003_deploy_test_a.py": migration("0002_first_posts")}
     b = {**a, f"{MIGRATIONS}/0004_deploy_test_b.py": migration("0003_deploy_test_a"),
          "static/hpdexample/deploy-test-b.css": "body { color: #0b0b0b; }\n" * 40}
@@ -77,9 +82,14 @@ def revisions(lab):
     views = (REPO / "example" / VIEWS).read_text()
     sick = views.replace('status=200 if body["database"] == "ok" else 503', "status=503")
     assert sick != views
+    sick_on_last = views.replace(
+        'status=200 if body["database"] == "ok" else 503',
+        f'status=503 if socket.gethostname() == "{lab.hosts_with("app")[-1]}" else '
+        '200 if body["database"] == "ok" else 503')
     return {name: lab.publish_site(changes=changes, branch=BRANCH)
             for name, changes in (("a", a), ("b", b), ("bad_migration", bad_migration),
-                                  ("bad_health", {**a, VIEWS: sick}))}
+                                  ("bad_health", {**a, VIEWS: sick}),
+                                  ("bad_health_last", {**a, VIEWS: sick_on_last}))}
 
 
 def lock_status(lab):
@@ -175,6 +185,82 @@ def test_a_failing_health_check_rolls_the_switched_hosts_back(lab, farm, revisio
     lb = lab.hosts_with("lb")[0]
     for host in farm["app"]:
         assert lab.salt(lb, "hpd_haproxy.state", "app", host)[lb]["status"] != "DRAIN"
+
+
+def test_a_deploy_without_a_rev_deploys_the_environments_site_rev_and_says_so(lab, farm):
+    main = lab.publish_site()  # the farm's site:rev is main (pillar/site's default)
+    with EventBus(lab) as bus, ThreadPoolExecutor(1) as pool:
+        running = pool.submit(orchestrate, lab.lab, "orch.deploy", {})
+        bus.wait(lambda seen: running.done(), 1800, "the end of the deploy")
+        bus.drain(2)
+    rc, states, output = running.result()
+    assert rc == 0, output
+    event, = [d for t, d in bus.seen if t == f"hpd/deploy/{SITE}/start"]
+    assert (event["rev"], event["rev_from"], event["sha"]) == ("main", "site:rev", main)
+    assert f"start: rev main (site:rev, {main}) to " in output  # its progress line
+    release = serving(lab, farm["app"][:1])[farm["app"][0]]
+    assert release.endswith("-" + main[:12]) and release == event["release"]
+    assert_serving(lab, farm, release)
+
+
+class PoolWatch:
+    """Samples haproxy's app backend on lb host `lb` while the block runs: the
+    samples ({server: status}) in which no server was UP."""
+
+    def __init__(self, lab, lb):
+        self.lab, self.lb, self.empty, self.samples = lab, lb, [], 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self):
+        while not self.stop.wait(0.2):
+            states = {s: row["status"] for s, row in haproxy_app(self.lab, self.lb).items()
+                      if s != "BACKEND"}
+            self.samples += 1
+            if not any(status.startswith("UP") for status in states.values()):
+                self.empty.append(states)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def test_a_failure_in_a_later_batch_rolls_it_back_first_and_the_pool_never_empties(
+        lab, farm, revisions):
+    was = serving(lab, farm["app"] + farm["worker"])
+    first, last = farm["app"][0], farm["app"][-1]
+    with PoolWatch(lab, lab.hosts_with("lb")[0]) as watch:
+        rc, states, output = deploy(lab.lab, revisions["bad_health_last"], health_timeout=20)
+    assert rc != 0
+    assert states["deploy-batch-1-health"]["result"] is True, output
+    assert list(states["deploy-batch-2-health"]["changes"]["return"]["failed"]) == [last]
+    run = {i: s["__run_num__"] for i, s in states.items()}
+    # The failed batch's host went back (and into the pool) before the first was drained.
+    assert (run[f"deploy-batch-2-rollback-{last}-ready-{last}"]
+            < run[f"deploy-batch-2-rollback-{first}-drain-{first}"]), output
+    for host in (first, last):
+        assert states[f"deploy-batch-2-rollback-{host}-health"]["result"] is True, output
+    assert watch.samples > 10 and watch.empty == [], watch.empty
+    assert_serving(lab, farm, was[first])
+
+
+def test_a_rollback_after_a_failed_deploy_goes_to_the_release_that_served(lab, farm,
+                                                                          revisions):
+    rc, _, output = deploy(lab.lab, revisions["a"])
+    assert rc == 0, output
+    served = serving(lab, farm["app"][:1])[farm["app"][0]]
+    rc, states, output = deploy(lab.lab, revisions["bad_health"], health_timeout=20)
+    assert rc != 0 and states["deploy-batch-1-health"]["result"] is False, output
+    rc, _, output = deploy(lab.lab, revisions["b"])
+    assert rc == 0, output
+    # Back to A's release, which served before B: not to the failed one, made before B.
+    rc, states, output = orchestrate(lab.lab, "orch.rollback", {"deploy": {"health_timeout": 30}})
+    assert rc == 0, output
+    assert_serving(lab, farm, served)
 
 
 def test_a_second_deploy_is_refused_while_one_runs(lab, farm, revisions):

@@ -240,7 +240,8 @@ def test_notify_fires_the_deploy_event_with_the_locks_record(tmp_path, monkeypat
     sent = []
     hd = load_runner(tmp_path, {"event.send": lambda tag, data: sent.append((tag, data))})
     monkeypatch.setattr(hd.time, "time", lambda: WHEN)
-    hd.lock("example", "dev", rev="main", sha=SHA, release="20261130T075527Z-4f6a0c2e9b1d")
+    hd.lock("example", "dev", rev="main", sha=SHA, release="20261130T075527Z-4f6a0c2e9b1d",
+            rev_from="site:rev")
     monkeypatch.setattr(hd.time, "time", lambda: WHEN + 42.5)
     got = hd.notify("example", "dev", "step", step="migrate")
     assert sent == [(got["tag"], got["event"])]
@@ -248,8 +249,8 @@ def test_notify_fires_the_deploy_event_with_the_locks_record(tmp_path, monkeypat
     assert got["tag"] == "hpd/deploy/example/step"
     assert got["event"] == {"site": "example", "env": "dev",
                            "release": "20261130T075527Z-4f6a0c2e9b1d", "rev": "main",
-                           "sha": SHA, "who": "alice", "since": "2026-11-30T07:55:27Z",
-                           "duration": 42.5, "step": "migrate"}
+                           "rev_from": "site:rev", "sha": SHA, "who": "alice",
+                           "since": "2026-11-30T07:55:27Z", "duration": 42.5, "step": "migrate"}
     finish = hd.notify("example", "dev", "finish", result=False, comment="app2: HTTP 503")
     assert finish["tag"] == "hpd/deploy/example/finish"
     assert (finish["event"]["result"], finish["event"]["comment"]) == (False, "app2: HTTP 503")
@@ -402,10 +403,11 @@ def test_health_refuses_bad_arguments_naming_them(hd, hosts, port, match):
 # --- the plan --------------------------------------------------------------------------
 
 
-def facts(env, roles, current="r1", releases=("r0", "r1")):
-    answer = {"env": env, "roles": roles, "current": current, "releases": list(releases)}
+def facts(env, roles, current="r1", releases=("r0", "r1"), rev="main", previous="r0"):
+    answer = {"env": env, "roles": roles, "current": current, "releases": list(releases),
+              "previous": previous}
     if "app" in roles or "worker" in roles:
-        answer.update(site="example", static_dir="collected_static")
+        answer.update(site="example", static_dir="collected_static", rev=rev)
     if "app" in roles:
         answer["port"] = 8000
     return answer
@@ -453,11 +455,48 @@ def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
     assert plan["app"] == ["app1", "app2"] and plan["varnish"] == ["lb"]
     assert plan["sha"] == SHA and plan["previous"] == {"app1": "r1", "app2": "r1",
                                                         "worker1": "r1"}
+    assert plan["rev"] == "main" and plan["rev_from"] == "deploy:rev"
+    assert plan["undo"] == [["app1"], ["app2", "app1"]] and plan["drain_last"] is False
+
+
+def test_plan_without_deploy_rev_deploys_the_app_hosts_site_rev(tmp_path):
+    resolved = []
+
+    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
+        if fun == "hpd_release.resolve":
+            resolved.append(arg)
+            return {"app1": SHA}
+        return {"hpd_release.facts": FARM}.get(fun, {}) if isinstance(fun, str) else {}
+
+    hd = load_runner(tmp_path, {"salt.execute": execute})
+    plan = hd.plan(env="dev", batch=2)
+    assert (plan["rev"], plan["rev_from"], plan["sha"]) == ("main", "site:rev", SHA)
+    assert resolved == [["main"]]
+    assert plan["undo"] == [["app1", "app2"]] and plan["drain_last"] is True
+    assert hd.status()["example/dev"]["rev_from"] == "site:rev"
+
+
+def test_deploy_rev_is_deploy_rev_else_the_site_rev_the_app_hosts_agree_on(hd):
+    farm = {"app1": facts("dev", ["app"]), "app2": facts("dev", ["app"], rev="v2"),
+            "worker1": facts("dev", ["worker"], rev="v3")}
+    assert hd._deploy_rev("v9", farm, ["app1", "app2"]) == ("v9", "deploy:rev")
+    assert hd._deploy_rev(None, farm, ["app1"]) == ("main", "site:rev")
+    with pytest.raises(SaltInvocationError, match=(
+            r"^deploy:rev not given and the app hosts' site:rev differ \(app1: 'main', "
+            r"app2: 'v2'\): name the revision with deploy:rev$")):
+        hd._deploy_rev(None, farm, ["app1", "app2"])
+    with pytest.raises(SaltInvocationError, match="not ' '"):
+        hd._deploy_rev(" ", farm, ["app1"])
+
+
+def test_undo_moves_the_failed_batch_back_first_then_the_earlier_ones_last_first(hd):
+    assert hd._undo([["a"], ["b"]]) == [["a"], ["b", "a"]]
+    assert hd._undo([["a", "b"], ["c", "d"], ["e"]]) == [
+        ["a", "b"], ["c", "d", "a", "b"], ["e", "c", "d", "a", "b"]]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"rev": "main", "batch": 0}, "deploy:batch must be a whole number >= 1, not 0"),
-    ({"batch": 2}, "deploy:rev must be a branch, a tag or a commit sha, not None"),
     ({"rev": " "}, "deploy:rev must be a branch, a tag or a commit sha, not ' '"),
 ])
 def test_plan_refuses_a_bad_key_before_any_host_or_the_lock(tmp_path, kwargs, message):
@@ -476,16 +515,18 @@ def test_batches_split_the_app_hosts_in_order(hd):
         hd._count(0, "deploy:batch")
 
 
-def test_rollback_goes_to_the_release_before_the_serving_one_or_a_named_one(hd):
-    answer = facts("dev", ["app"], current="r2", releases=["main", "r1", "r2", "r3"])
-    assert hd._previous(answer) == "r1"
-    assert hd._previous(answer, "main") == "main"
+def test_rollback_goes_to_the_hosts_previous_release_or_a_named_one(hd):
+    answer = facts("dev", ["app"], current="r2", releases=["main", "r1", "r2", "r3"],
+                   previous="main")
+    assert hd._previous(answer) == "main"
+    assert hd._previous(answer, "r1") == "r1"
     with pytest.raises(SaltInvocationError, match="release 'gone' is not on the host"):
         hd._previous(answer, "gone")
-    with pytest.raises(SaltInvocationError, match="no release before 'main'"):
-        hd._previous(facts("dev", ["app"], current="main", releases=["main"]))
-    farm = {"a": answer, "b": facts("dev", ["app"], current="main", releases=["main"])}
-    with pytest.raises(SaltInvocationError, match="^b: no release before 'main'"):
+    first = facts("dev", ["app"], current="main", releases=["main"], previous=None)
+    with pytest.raises(SaltInvocationError, match="no release served before 'main'"):
+        hd._previous(first)
+    farm = {"a": answer, "b": first}
+    with pytest.raises(SaltInvocationError, match="^b: no release served before 'main'"):
         hd._rollback_targets(farm, ["a", "b"], None)
 
 

@@ -31,10 +31,11 @@ COLUMNS = HEADER[2:].split(",")
 
 class FakeHaproxy:
     """Backend `app` with servers app1, app2. A drained server loses one current
-    session per `show stat`; `set server` answers nothing on success."""
+    session per `show stat`; a server made ready shows `DOWN 1/2` for `rising`
+    `show stat`s first; `set server` answers nothing on success."""
 
     def __init__(self, path, sessions=3):
-        self.path, self.commands = str(path), []
+        self.path, self.commands, self.rising = str(path), [], 0
         self.servers = {"app1": {"status": "UP", "scur": sessions, "weight": 1},
                         "app2": {"status": "UP", "scur": 5, "weight": 1}}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,6 +60,11 @@ class FakeHaproxy:
             for server in self.servers.values():
                 if server["status"] == "DRAIN" and server["scur"]:
                     server["scur"] -= 1
+                if "rise" in server:
+                    server["rise"] -= 1
+                    if server["rise"] < 0:
+                        del server["rise"]
+                        server["status"] = "UP"
             rows = [self.row("FRONTEND")] + [self.row(n, s) for n, s in self.servers.items()]
             rows.append(self.row("BACKEND"))
             return HEADER + "\n" + "\n".join(rows) + "\n\n"
@@ -72,6 +78,8 @@ class FakeHaproxy:
             if words[4] not in state:
                 return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
             self.servers[name]["status"], self.servers[name]["weight"] = state[words[4]]
+            if words[4] == "ready" and self.rising:
+                self.servers[name].update(status="DOWN 1/2", rise=self.rising)
             return "\n"
         return "Unknown command. Please enter one of the following commands only :\n"
 
@@ -137,7 +145,7 @@ def test_state_of_an_unknown_server_is_an_error_naming_it(hx, fake):
 def test_drain_waits_until_the_servers_sessions_are_zero(hx, fake, clock):
     got = hx.drain("app", "app1", timeout=10, interval=0.5, socket_path=fake.path)
     assert got == {"drained": True, "status": "DRAIN", "sessions": 0, "seconds": 1.0}
-    assert fake.commands == ["set server app/app1 state drain"] + ["show stat"] * 3
+    assert fake.commands == ["show stat", "set server app/app1 state drain"] + ["show stat"] * 3
     assert clock.sleeps == [0.5, 0.5]
     assert "retcode" not in hx.__context__
     assert fake.servers["app2"]["status"] == "UP"
@@ -154,10 +162,60 @@ def test_drain_that_times_out_says_so_and_fails_the_job(hx, tmp_path, clock):
     assert fake.servers["app1"]["status"] == "DRAIN"
 
 
+@pytest.mark.parametrize("other", ["DRAIN", "MAINT", "DOWN", "DOWN 1/2"])
+def test_drain_refuses_the_last_server_that_is_up_naming_the_others(hx, fake, clock, other):
+    fake.servers["app2"]["status"] = other
+    with pytest.raises(CommandExecutionError, match=(
+            rf"^refusing to drain app/app1: it is the last server of backend app that is UP "
+            rf"\(app2 is {other}\); last=True drains it anyway$")):
+        hx.drain("app", "app1", timeout=10, socket_path=fake.path)
+    assert fake.commands == ["show stat"]  # nothing changed
+    assert fake.servers["app1"]["status"] == "UP"
+
+
+def test_drain_of_the_last_server_up_with_last_true_drains_it(hx, fake, clock):
+    fake.servers["app2"]["status"] = "DRAIN"
+    got = hx.drain("app", "app1", timeout=10, socket_path=fake.path, last=True)
+    assert got["drained"] is True and fake.servers["app1"]["status"] == "DRAIN"
+    assert fake.commands[0] == "set server app/app1 state drain"
+
+
+@pytest.mark.parametrize("app1, app2", [("DRAIN", "DRAIN"), ("MAINT", "DOWN"),
+                                        ("UP", "UP 1/2")])
+def test_drain_of_a_server_that_leaves_one_up_or_is_not_up_itself_goes_ahead(
+        hx, fake, clock, app1, app2):
+    fake.servers["app1"]["status"], fake.servers["app2"]["status"] = app1, app2
+    assert hx.drain("app", "app1", timeout=10, socket_path=fake.path)["drained"] is True
+
+
+def test_last_up_counts_only_the_backends_own_servers(hx):
+    rows = [{"pxname": "app", "svname": n, "status": s} for n, s in
+            (("FRONTEND", "OPEN"), ("app1", "UP"), ("BACKEND", "UP"))]
+    rows.append({"pxname": "other", "svname": "app2", "status": "UP"})
+    assert hx._last_up(rows, "app", "app1") == (
+        "refusing to drain app/app1: it is the last server of backend app that is UP (it is "
+        "the only server); last=True drains it anyway")
+    assert hx._last_up(rows, "app", "app9") is None
+
+
 def test_ready_puts_the_server_back_and_returns_its_state(hx, fake, clock):
     hx.drain("app", "app1", timeout=10, socket_path=fake.path)
     assert hx.ready("app", "app1", socket_path=fake.path)["status"] == "UP"
     assert fake.commands[-2:] == ["set server app/app1 state ready", "show stat"]
+
+
+def test_ready_waits_until_haproxy_has_the_server_up(hx, fake, clock):
+    fake.rising = 2  # its health checks took it down: up after `rise` good checks
+    hx.drain("app", "app1", timeout=10, socket_path=fake.path)
+    assert hx.ready("app", "app1", interval=0.5, socket_path=fake.path)["status"] == "UP"
+    assert fake.commands[-4:] == ["set server app/app1 state ready"] + ["show stat"] * 3
+    assert "retcode" not in hx.__context__
+
+
+def test_ready_of_a_server_that_stays_down_fails_the_job(hx, fake, clock):
+    fake.rising = 100
+    got = hx.ready("app", "app1", timeout=2, interval=0.5, socket_path=fake.path)
+    assert got["status"] == "DOWN 1/2" and hx.__context__["retcode"] == 1
 
 
 @pytest.mark.parametrize("backend, server, message", [

@@ -223,7 +223,51 @@ def test_mark_says_where_it_failed_when_carbon_is_down(tmp_path):
     (5, set(), []),
 ])
 def test_prunable_keeps_the_newest_and_the_protected(pure, keep, protected, removed):
-    assert pure._prunable(["main", "r2", "r3", "r4"], keep, protected) == removed
+    releases = ["main", "r2", "r3", "r4"]
+    assert pure._prunable(releases, keep, protected, releases) == removed
+
+
+@pytest.mark.parametrize("keep, protected, removed", [
+    (3, set(), ["r5"]),                 # r5 never served: it goes before main
+    (2, set(), ["r5", "main"]),
+    (2, {"r5"}, ["main"]),              # protected, even when it never served
+    (4, set(), []),
+])
+def test_prunable_removes_the_releases_that_never_served_first(pure, keep, protected,
+                                                               removed):
+    releases = ["main", "r4", "r5", "r6"]
+    assert pure._prunable(releases, keep, protected, ["main", "r4", "r6"]) == removed
+
+
+def test_the_release_log_names_the_releases_that_served_in_order(pure):
+    text = ("2026-11-30T07:55:27Z example deploy release=r4 sha=" + "a" * 40 + " who=alice\n"
+            "2026-11-30T08:10:00Z example deploy release=r6 rev=main who=bob\n"
+            "2026-11-30T08:20:00Z example rollback release=r4 who=bob\n")
+    assert pure._logged(text) == ["r4", "r6", "r4"]
+    assert pure._logged("") == []
+
+
+@pytest.mark.parametrize("releases, logged, served", [
+    (["main", "r4", "r5", "r6"], ["r4", "r6"], ["main", "r4", "r6"]),  # main: a highstate's
+    (["main", "r5"], [], ["main", "r5"]),                              # no log: all served
+    (["r4", "r5"], ["r4", "gone"], ["r4"]),
+])
+def test_served_are_the_logged_releases_and_those_made_before_the_log(pure, releases, logged,
+                                                                      served):
+    assert pure._served(releases, logged) == served
+
+
+@pytest.mark.parametrize("current, logged, previous", [
+    ("r6", ["r4", "r6"], "r4"),            # r5 failed (no line): not where a rollback goes
+    ("r4", ["r4", "r6", "r4"], "r6"),      # after a rollback: the release it left
+    ("r4", ["r4"], "main"),                # made before the log began: a highstate's
+    ("main", [], None),                    # the first release
+    ("r6", ["r4", "gone", "r6"], "r4"),    # a logged one since pruned is passed over
+])
+def test_previous_is_the_last_release_that_served_before_the_current_one(pure, current, logged,
+                                                                         previous):
+    releases = ["main", "r4", "r5", "r6"]
+    assert pure._previous(current, releases, logged) == previous
 
 
 def test_unused_venvs_are_those_no_release_links_to(pure, tmp_path):
@@ -242,7 +286,7 @@ def test_unused_venvs_are_those_no_release_links_to(pure, tmp_path):
 @pytest.mark.parametrize("keep", [0, -1, "5", None])
 def test_prunable_refuses_a_bad_keep_naming_the_key(pure, keep):
     with pytest.raises(SaltInvocationError, match="deploy:keep"):
-        pure._prunable(["a"], keep, set())
+        pure._prunable(["a"], keep, set(), ["a"])
 
 
 def test_releases_are_ordered_by_when_they_were_made(pure, tmp_path):

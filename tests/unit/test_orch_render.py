@@ -12,9 +12,9 @@ from test_hpd import REPO
 
 PLAN = {"site": "example", "env": "dev", "app": ["app1", "app2"], "worker": ["worker1"],
         "lb": ["lb"], "varnish": ["lb"], "port": 8000, "release": "20261130T075527Z-4f6a0c2e9b1d",
-        "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "who": "alice",
-        "batches": [["app1"], ["app2"]],
-        "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
+        "sha": "4f6a0c2e9b1d" + "7" * 28, "rev": "main", "rev_from": "deploy:rev", "who": "alice",
+        "batches": [["app1"], ["app2"]], "undo": [["app1"], ["app2", "app1"]],
+        "drain_last": False, "previous": {"app1": "r-old", "app2": "r-old", "worker1": "r-old"}}
 
 
 def render(tmp_path, sls, pillar, test=False, plan=PLAN):
@@ -50,6 +50,11 @@ def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
     onfail = {next(iter(r.values())) for r in back["onfail"]}
     assert onfail == {"deploy-batch-2-switch", "deploy-batch-2-health",
                       "deploy-batch-2-drain-app2", "deploy-batch-2-ready-app2"}
+    # The failed batch's host first (drained already), then app1: the pool keeps one.
+    ids = list(states)
+    assert ids.index("deploy-batch-2-rollback-app2-drain-app2") < ids.index(
+        "deploy-batch-2-rollback-app1-drain-app1")
+    assert "kwarg" not in args(states["deploy-batch-2-rollback-app1-drain-app1"])[1]
     fun, failed = args(states["deploy-batch-2-failed"])
     assert fun == "test.fail_without_changes" and failed["failhard"] is True
     # A batch's own move never stops the orchestration: its rollback must run.
@@ -58,6 +63,14 @@ def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
     # The new release's error page reaches Varnish after the switch.
     served = args(states["deploy-error-page-served"])[1]
     assert served["tgt"] == ["lb"] and served["sls"] == "varnish"
+
+
+def test_a_deploy_in_one_batch_drains_the_last_server_as_asked(tmp_path):
+    plan = {**PLAN, "batches": [["app1", "app2"]], "undo": [["app1", "app2"]],
+            "drain_last": True}
+    states, _ = render(tmp_path, "deploy", {"deploy": {"rev": "main"}}, plan=plan)
+    for host in ("app1", "app2"):
+        assert args(states[f"deploy-batch-1-drain-{host}"])[1]["kwarg"] == {"last": True}
 
 
 def test_a_rollbacks_failed_move_stops_it(tmp_path):
