@@ -131,12 +131,14 @@ def graph(lab, state, points=12):
 
 def site(state):
     """The site's URL and what the lb host answers there (through haproxy, Varnish
-    and an app host's uWSGI); False when it does not serve the page."""
+    and an app host's uWSGI), asked twice: the second answer comes from Varnish's
+    cache. False when it does not serve the page."""
     lbs = [n for n, h in sorted(state["hosts"].items()) if "lb" in h["roles"]]
     if not lbs:
         return True
     address = state["hosts"][lbs[0]]["address"]
     try:
+        fetch(address)
         status, headers, page = fetch(address)
     except OSError as exc:
         status, headers, page = None, {}, str(exc)
