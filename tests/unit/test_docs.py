@@ -58,3 +58,11 @@ def test_readme_states_the_first_sample_and_metric_paths(hp):
     minion_id, path = example.groups()
     line = hp._graphite_lines({"load": {"1min": 0.5}}, "servers", minion_id, 0)[0]
     assert line.split()[0] == path
+
+
+def test_every_test_module_has_a_name_of_its_own():
+    """`make test` collects tests/unit and tests/integration in one run, each
+    directory a rootdir-relative import path: two modules of the same name stop
+    the collection."""
+    names = [p.name for p in (REPO / "tests").glob("*/test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
