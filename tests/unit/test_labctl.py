@@ -75,7 +75,10 @@ def test_the_master_serves_an_allow_list_not_the_checkout():
     # served/ holds only links to what minions and the master fetch from
     # salt://, beside the states: each role's schema (hpd.schema), the
     # orchestrations, the reactions, the extension modules.
-    allowed = re.compile(r"^((orch|reactor|_modules|_states|_beacons)/|pillar/\w+/schema\.yaml$)")
+    # salt://pillar/hosts.jinja: the inventory's roles, which the orchestrations
+    # import (orch/db_hosts.jinja); logic only, no pillar data.
+    allowed = re.compile(r"^((orch|reactor|_modules|_states|_beacons)/|pillar/\w+/schema\.yaml$"
+                         r"|pillar/hosts\.jinja$)")
     assert not [p for p in served_files(roots[1:]) if not allowed.match(p)]
     served = served_files(roots)
     schemas = {str(p.relative_to(labctl.REPO)) for p in labctl.REPO.glob("pillar/*/schema.yaml")}
@@ -85,12 +88,27 @@ def test_the_master_serves_an_allow_list_not_the_checkout():
             "_beacons/hpd_port.py"} <= served
     # Nothing else of the checkout: not its top-level files, pillar data, the lab,
     # the tests, the site, the locks, the master's runners.
-    for hidden in ("README.md", "setup.cfg", "Makefile", "pillar/top.sls", "pillar/hosts.jinja",
+    for hidden in ("README.md", "setup.cfg", "Makefile", "pillar/top.sls",
                    "pillar/common/pillar.example", "lab/labctl.py", "tests/conftest.py",
                    "example/requirements.txt", "lock/venv.txt", "_runners/hpd_deploy.py"):
         assert hidden not in served, hidden
     assert not [p for p in served if p.startswith(("pillar/secrets", "pillar/environments",
                                                    "lab/", "tests/", "example/", ".git"))]
+
+
+def test_every_template_the_tree_imports_is_served():
+    """A template's `from "x" import` / `import "x"` and a literal salt:// path
+    are fetched from the file roots: each must be there (orch.db_failover and
+    orch.pitr_restore import pillar/hosts.jinja)."""
+    roots = labctl.Lab("t").master_config({"subnet": "10.90.0.0/24"})["file_roots"]["base"]
+    served = served_files(roots)
+    wanted = set()
+    for sls in [*labctl.REPO.glob("salt/**/*.sls"), *labctl.REPO.glob("salt/**/*.jinja"),
+                *labctl.REPO.glob("orch/*"), *labctl.REPO.glob("reactor/*.sls")]:
+        text = sls.read_text()
+        wanted.update(re.findall(r"""(?:from|import|include)\s+["']([^"'{}]+)["']""", text))
+        wanted.update(re.findall(r"salt://([\w./-]+\.\w+)\b", text))
+    assert wanted and not sorted(wanted - served)
 
 
 def test_the_master_loads_the_trees_runners_from_the_checkout():
