@@ -53,10 +53,10 @@ def parse(text, source="lock"):
         if not line or comment:
             continue
         if line.startswith("--hash="):
-            if name is None or not _HASH.fullmatch(line.rstrip("\\ ")):
+            digest = _HASH.fullmatch(line.rstrip("\\ "))
+            if name is None or not digest:
                 raise LabError(f"{source}:{number}: {line!r} is not a sha256 hash of a pin")
-            digest = _HASH.fullmatch(line.rstrip("\\ ")).group(1)
-            pins[name] = pins[name]._replace(hashes=pins[name].hashes | {digest})
+            pins[name] = pins[name]._replace(hashes=pins[name].hashes | {digest.group(1)})
             continue
         match = _PIN.match(line)
         if not match:
