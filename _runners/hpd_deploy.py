@@ -26,8 +26,8 @@ release every host builds, the health gate, the audit events.
     the events ``hpd/deploy/<site>/<phase>`` on the master's bus.
 ``hpd_deploy.plan``
     what ``orch.deploy`` and ``orch.rollback`` do, computed once when they
-    render: the hosts (synced, then from their own answers), the batches, the lock taken,
-    the revision resolved, the release each host serves now.
+    render: the hosts (the master's inventory), the lock taken, the hosts synced,
+    the batches, the revision resolved, the release each host serves now.
 
 The computations are plain functions (the ``_``-prefixed helpers and
 :func:`release_id`), unit-tested; the public functions do the I/O.
@@ -62,9 +62,9 @@ PHASES = ("start", "step", "finish", "rollback")
 #: saltutil.runner runs a runner in a child process of this name when it drops
 #: privileges to the master's user; the orchestration is then its parent.
 RUNAS_CHILD_PREFIX = "saltutil-runas-"
-#: The hosts of any environment a deploy may touch (by their pillar roles), and
-#: the kinds of extension modules it needs synced there.
-DEPLOYED = "I@hpd:roles:app or I@hpd:roles:worker or I@hpd:roles:lb or I@hpd:roles:varnish"
+#: The roles of the hosts a deploy touches, and the kinds of extension modules
+#: it needs synced there.
+DEPLOYED = ("app", "worker", "lb", "varnish")
 SYNCED = ["saltutil.sync_modules", "saltutil.sync_states"]
 
 
@@ -555,30 +555,46 @@ def _count(value, key):
     return value
 
 
-def _hosts(facts, env):
-    """The environment's hosts by role and the site, from each host's
-    ``hpd_release.facts`` answer (hosts that did not answer with them are left
-    out); ``env`` may be None when the app hosts are all in one."""
-    known = {h: f for h, f in facts.items() if isinstance(f, dict) and f.get("env")}
-    envs = sorted({f["env"] for f in known.values() if "app" in f["roles"]})
+def _environment(inventory, env):
+    """``env`` checked against the inventory's app hosts (None: the one
+    environment they are all in), and the inventory's hosts of it that a deploy
+    touches (:data:`DEPLOYED`), sorted."""
+    if not isinstance(inventory, dict):
+        raise SaltInvocationError("the master's inventory is not a mapping of minion ids")
+    entries = {h: e for h, e in inventory.items() if isinstance(e, dict)}
+    envs = sorted({str(e.get("env")) for e in entries.values()
+                   if "app" in (e.get("roles") or [])})
     if not envs:
-        raise SaltInvocationError(f"no app host answered hpd_release.facts: {facts}")
+        raise SaltInvocationError("the master's inventory has no app host")
     if env is None:
         if len(envs) != 1:
             raise SaltInvocationError(f"deploy:env must name the environment (app hosts are in "
-                                      f"{', '.join(envs) or 'none'})")
+                                      f"{', '.join(envs)})")
         env = envs[0]
     elif env not in envs:
         raise SaltInvocationError(f"deploy:env {env!r} has no app host (app hosts are in "
-                                  f"{', '.join(envs) or 'none'})")
-    roles = {role: sorted(h for h, f in known.items() if f["env"] == env and role in f["roles"])
-             for role in ("app", "worker", "lb", "varnish")}
-    sites = sorted({known[h]["site"] for h in roles["app"] + roles["worker"]})
+                                  f"{', '.join(envs)})")
+    return env, sorted(h for h, e in entries.items() if e.get("env") == env
+                       and set(e.get("roles") or []) & set(DEPLOYED))
+
+
+def _hosts(inventory, facts, env):
+    """The hosts of ``env`` by role, from the master's inventory (never from a
+    host's answer), those that answered ``hpd_release.facts`` (the others are
+    left out), and the site, its app port and static directory from the
+    answers."""
+    known = {h: f for h, f in facts.items() if isinstance(f, dict) and h in inventory}
+    roles = {role: sorted(h for h in known if inventory[h].get("env") == env
+                          and role in (inventory[h].get("roles") or []))
+             for role in DEPLOYED}
+    if not roles["app"]:
+        raise SaltInvocationError(f"no app host of {env} answered hpd_release.facts: {facts}")
+    sites = sorted({str(known[h].get("site")) for h in roles["app"] + roles["worker"]})
     if len(sites) != 1:
         raise SaltInvocationError(f"the app and worker hosts of {env} run sites {sites}: one "
                                   "site per environment")
-    return {"site": sites[0], "env": env, "port": known[roles["app"][0]]["port"],
-            "static_dir": known[roles["app"][0]]["static_dir"], **roles}
+    return {"site": sites[0], "env": env, "port": known[roles["app"][0]].get("port"),
+            "static_dir": known[roles["app"][0]].get("static_dir"), **roles}
 
 
 def _batches(hosts, size):
@@ -619,13 +635,20 @@ def _rollback_targets(facts, hosts, release):
     return targets
 
 
+def _facts(targets, timeout):
+    """Each of ``targets``' ``hpd_release.facts`` answer."""
+    return __salt__["salt.execute"](targets, "hpd_release.facts", tgt_type="list",
+                                    timeout=timeout)
+
+
 def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
     """
     What ``orch.deploy`` (``rev``; without it the app hosts' ``site:rev``,
     ``rev_from`` says which) or ``orch.rollback`` (``rollback=True``,
     ``release`` or each host's previous release) will do, computed once when it
-    renders, before any host changes: the environment's app, worker and lb
-    hosts (each answers ``hpd_release.facts``), the app hosts in batches of
+    renders, before any host changes: the environment's app, worker, lb and
+    varnish hosts (by the master's inventory; each answers
+    ``hpd_release.facts``), the app hosts in batches of
     ``batch`` (``undo``: for each batch, the hosts a failure in it moves back,
     in order; ``drain_last``: one batch holds every app host, so its drains
     empty the pool as asked), the deploy lock taken for this process, the
@@ -647,19 +670,31 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
         _count(batch, "deploy:batch")
         if not rollback and rev is not None:
             _rev(rev)
-        # The hosts a deploy touches run this tree's modules and states from
-        # here on (one job; all 18 kinds of saltutil.sync_all cost ~20 s).
-        __salt__["salt.execute"](DEPLOYED, SYNCED, arg=[[] for _ in SYNCED],
-                                 tgt_type="compound", timeout=timeout)
-        facts = __salt__["salt.execute"](DEPLOYED, "hpd_release.facts", tgt_type="compound",
-                                         timeout=timeout)
-        hosts = _hosts(facts, env)
+        inventory = __salt__["hpd_trust.inventory"]()
+        env, targets = _environment(inventory, env)
+        # The site names the lock: asked before the lock, with nothing changed
+        # on any host (a refused deploy must not touch what the running one
+        # loads); asked again once the lock is held and the hosts run this
+        # tree's modules and states (one job; all 18 kinds of saltutil.sync_all
+        # cost ~20 s).
+        site = _hosts(inventory, _facts(targets, timeout), env)["site"]
+    except SaltInvocationError as exc:
+        return _failed({"Error": str(exc)})
+    taken = lock(site, env, rev=rev, release=release)
+    if "Error" in taken:
+        return taken
+    try:
+        __salt__["salt.execute"](targets, SYNCED, arg=[[] for _ in SYNCED], tgt_type="list",
+                                 timeout=timeout)
+        facts = _facts(targets, timeout)
+        hosts = _hosts(inventory, facts, env)
+        if hosts["site"] != site:
+            raise SaltInvocationError(f"the site of {env} changed from {site} to "
+                                      f"{hosts['site']} while the deploy started")
         rev, rev_from = (None, None) if rollback else _deploy_rev(rev, facts, hosts["app"])
     except SaltInvocationError as exc:
         return _failed({"Error": str(exc)})
-    taken = lock(hosts["site"], hosts["env"], rev=rev, release=release, rev_from=rev_from)
-    if "Error" in taken:
-        return taken
+    lock(site, env, rev=rev, release=release, rev_from=rev_from)
     switched = hosts["app"] + hosts["worker"]
     if rollback:
         try:

@@ -75,9 +75,18 @@ def from_master(data):
 # ------------------------------------------------------------------ the master side
 
 
-def _inventory():
-    """The master's inventory ({minion id: {roles, env}}): the first
-    ``inventory.yaml`` of the base pillar roots ({} if none)."""
+def inventory():
+    """
+    The master's inventory, ``{minion id: {roles, env}}``: the first
+    ``inventory.yaml`` of the base pillar roots ({} if none). What a host is
+    comes from here, never from the host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hpd_trust.inventory
+    """
     for root in __opts__.get("pillar_roots", {}).get("base", []):
         path = os.path.join(root, "inventory.yaml")
         if os.path.isfile(path):
@@ -113,7 +122,7 @@ def known(host):
     minion_id(host)
     if not accepted(host):
         raise SaltInvocationError(f"{host!r} is not an accepted minion")
-    if host not in _inventory():
+    if host not in inventory():
         raise SaltInvocationError(f"{host!r} is not in the inventory")
     return host
 

@@ -61,15 +61,15 @@ BRANCH = "bench-deploy"
 #: Two revisions differing in code only (no new dependencies).
 MARKER = "hpdexample/deploy_marker.py"
 MIN_REQUESTS = 10_000
-#: The control run's CPU work (--burn), in a host: ``duty`` of each second
-#: busy, at the lowest priority, for ``seconds``.
+#: The control run's CPU work (--burn), in a host: ``duty`` seconds of CPU in each second,
+#: at the lowest priority, for ``seconds``.
 BURN = """
 import os, time
 os.setpriority(os.PRIO_PROCESS, 0, 19)
 end = time.monotonic() + {seconds}
 while time.monotonic() < end:
-    start = time.monotonic()
-    while time.monotonic() - start < {duty}:
+    start = time.process_time()
+    while time.process_time() - start < {duty}:
         pass
     time.sleep(1 - {duty})
 """

@@ -22,7 +22,9 @@ def test_the_burn_uses_its_share_of_a_cpu_at_the_lowest_priority():
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert out.stdout.split() == ["19"]
-    assert 0.2 <= cpu <= 0.9, cpu  # 0.3 of each of 2 seconds, and the interpreter's start
+    # 0.3 s of CPU in each second it starts (one or two: the second starts after
+    # at least 1 s), however busy the machine; and the interpreter's start.
+    assert 0.3 <= cpu <= 0.9, cpu
 
 
 @pytest.mark.parametrize("text", ["0", "1", "1.5", "-0.2"])

@@ -422,36 +422,65 @@ FARM = {
 }
 
 
+INVENTORY = {h: {"env": f["env"], "roles": f["roles"][1:]} for h, f in FARM.items()
+             if isinstance(f, dict)} | {"broken": {"env": "dev", "roles": ["app"]}}
+
+
 def test_hosts_of_the_environment_by_role(hd):
-    assert hd._hosts(FARM, "dev") == {
+    assert hd._hosts(INVENTORY, FARM, "dev") == {
         "site": "example", "env": "dev", "port": 8000, "static_dir": "collected_static",
         "app": ["app1", "app2"], "worker": ["worker1"], "lb": ["lb"], "varnish": ["lb"]}
+
+
+def test_roles_and_environment_come_from_the_inventory_not_the_hosts(hd):
+    lying = {**FARM, "db": facts("dev", ["common", "app", "lb"]),
+             "app2": facts("prod", ["common", "app"]), "stranger": facts("dev", ["app"])}
+    hosts = hd._hosts(INVENTORY, lying, "dev")
+    assert (hosts["app"], hosts["lb"]) == (["app1", "app2"], ["lb"])
 
 
 @pytest.mark.parametrize("env, message", [
     (None, "deploy:env must name the environment (app hosts are in dev, prod)"),
     ("staging", "deploy:env 'staging' has no app host (app hosts are in dev, prod)"),
 ])
-def test_hosts_refuse_an_environment_they_cannot_tell(hd, env, message):
+def test_the_environment_must_be_one_the_inventory_can_tell(hd, env, message):
     with pytest.raises(SaltInvocationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        hd._hosts(FARM, env)
+        hd._environment(INVENTORY, env)
 
 
-def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
-    calls = []
-    answers = {"hpd_release.facts": FARM, "hpd_release.resolve": {"app1": SHA}}
+def test_a_deploy_touches_the_inventorys_hosts_of_its_environment(hd):
+    assert hd._environment(INVENTORY, "dev") == ("dev", ["app1", "app2", "broken", "lb",
+                                                         "worker1"])
+    assert hd._environment({"p": {"env": "prod", "roles": ["app"]}}, None) == ("prod", ["p"])
 
+
+def execute_on(farm, calls, resolved=None):
     def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
         calls.append((tgt, fun, tgt_type))
-        return answers.get(fun, {}) if isinstance(fun, str) else {}
+        if fun == "hpd_release.resolve":
+            (resolved if resolved is not None else []).append(arg)
+            return {"app1": SHA}
+        return {h: farm[h] for h in tgt if h in farm} if fun == "hpd_release.facts" else {}
+    return {"salt.execute": execute, "hpd_trust.inventory": lambda: INVENTORY}
 
-    hd = load_runner(tmp_path, {"salt.execute": execute})
+
+def test_plan_locks_before_it_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
+    calls = []
+    targets = ["app1", "app2", "broken", "lb", "worker1"]
+    hd = load_runner(tmp_path, execute_on(FARM, calls))
+    real_lock = hd.lock
+
+    def lock(*args, **kwargs):
+        calls.append(("lock", args))
+        return real_lock(*args, **kwargs)
+
+    hd.lock = lock
     plan = hd.plan(rev="main", env="dev")
-    assert calls == [
-        (hd.DEPLOYED, ["saltutil.sync_modules", "saltutil.sync_states"], "compound"),
-        (hd.DEPLOYED, "hpd_release.facts", "compound"),
-        ("app1", "hpd_release.resolve", "list")]
-    assert "db" not in hd.DEPLOYED
+    assert calls[:4] == [
+        (targets, "hpd_release.facts", "list"), ("lock", ("example", "dev")),
+        (targets, ["saltutil.sync_modules", "saltutil.sync_states"], "list"),
+        (targets, "hpd_release.facts", "list")]
+    assert ("app1", "hpd_release.resolve", "list") in calls
     assert plan["app"] == ["app1", "app2"] and plan["varnish"] == ["lb"]
     assert plan["sha"] == SHA and plan["previous"] == {"app1": "r1", "app2": "r1",
                                                         "worker1": "r1"}
@@ -459,16 +488,17 @@ def test_plan_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
     assert plan["undo"] == [["app1"], ["app2", "app1"]] and plan["drain_last"] is False
 
 
+def test_a_refused_plan_changes_no_host(tmp_path, other_process):
+    calls = []
+    hd = load_runner(tmp_path, execute_on(FARM, calls))
+    write_lock(hd, record_of(hd, other_process.pid))
+    assert "refused" in hd.plan(rev="main", env="dev")["Error"]
+    assert [fun for _, fun, _ in calls] == ["hpd_release.facts"]
+
+
 def test_plan_without_deploy_rev_deploys_the_app_hosts_site_rev(tmp_path):
     resolved = []
-
-    def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
-        if fun == "hpd_release.resolve":
-            resolved.append(arg)
-            return {"app1": SHA}
-        return {"hpd_release.facts": FARM}.get(fun, {}) if isinstance(fun, str) else {}
-
-    hd = load_runner(tmp_path, {"salt.execute": execute})
+    hd = load_runner(tmp_path, execute_on(FARM, [], resolved))
     plan = hd.plan(env="dev", batch=2)
     assert (plan["rev"], plan["rev_from"], plan["sha"]) == ("main", "site:rev", SHA)
     assert resolved == [["main"]]
