@@ -555,10 +555,11 @@ def _count(value, key):
     return value
 
 
-def _environment(inventory, env):
+def _environment(inventory, env, skip=None):
     """``env`` checked against the inventory's app hosts (None: the one
     environment they are all in), and the inventory's hosts of it that a deploy
-    touches (:data:`DEPLOYED`), sorted."""
+    touches (:data:`DEPLOYED`), sorted, but those ``skip`` names (each must be
+    one of them)."""
     if not isinstance(inventory, dict):
         raise SaltInvocationError("the master's inventory is not a mapping of minion ids")
     entries = {h: e for h, e in inventory.items() if isinstance(e, dict)}
@@ -574,27 +575,41 @@ def _environment(inventory, env):
     elif env not in envs:
         raise SaltInvocationError(f"deploy:env {env!r} has no app host (app hosts are in "
                                   f"{', '.join(envs)})")
-    return env, sorted(h for h, e in entries.items() if e.get("env") == env
-                       and set(e.get("roles") or []) & set(DEPLOYED))
+    hosts = sorted(h for h, e in entries.items() if e.get("env") == env
+                   and set(e.get("roles") or []) & set(DEPLOYED))
+    skip = [] if skip is None else skip
+    if not (isinstance(skip, list) and all(h in hosts for h in skip)):
+        raise SaltInvocationError(f"deploy:skip must be a list of hosts of {env} a deploy "
+                                  f"touches ({', '.join(hosts)}), not {skip!r}")
+    return env, [h for h in hosts if h not in skip]
+
+
+def _answered(facts, targets):
+    """The answers of ``targets``; a host that did not answer stops the plan,
+    named (deploy:skip leaves out a host out of the pool on purpose)."""
+    silent = [h for h in targets if not isinstance(facts.get(h), dict)]
+    if silent:
+        raise SaltInvocationError(
+            "no hpd_release.facts answer from " + "; ".join(
+                f"{h} ({facts.get(h, 'no return')})" for h in silent)
+            + ": deploy:skip names a host the deploy may leave out")
+    return {h: facts[h] for h in targets}
 
 
 def _hosts(inventory, facts, env):
-    """The hosts of ``env`` by role, from the master's inventory (never from a
-    host's answer), those that answered ``hpd_release.facts`` (the others are
-    left out), and the site, its app port and static directory from the
-    answers."""
-    known = {h: f for h, f in facts.items() if isinstance(f, dict) and h in inventory}
-    roles = {role: sorted(h for h in known if inventory[h].get("env") == env
-                          and role in (inventory[h].get("roles") or []))
+    """The hosts of ``env`` that answered (``facts``: :func:`_answered`) by
+    role, from the master's inventory (never from a host's answer), and the
+    site, its app port and static directory from the answers."""
+    roles = {role: sorted(h for h in facts if role in (inventory[h].get("roles") or []))
              for role in DEPLOYED}
     if not roles["app"]:
-        raise SaltInvocationError(f"no app host of {env} answered hpd_release.facts: {facts}")
-    sites = sorted({str(known[h].get("site")) for h in roles["app"] + roles["worker"]})
+        raise SaltInvocationError(f"every app host of {env} is skipped")
+    sites = sorted({str(facts[h].get("site")) for h in roles["app"] + roles["worker"]})
     if len(sites) != 1:
         raise SaltInvocationError(f"the app and worker hosts of {env} run sites {sites}: one "
                                   "site per environment")
-    return {"site": sites[0], "env": env, "port": known[roles["app"][0]].get("port"),
-            "static_dir": known[roles["app"][0]].get("static_dir"), **roles}
+    return {"site": sites[0], "env": env, "port": facts[roles["app"][0]].get("port"),
+            "static_dir": facts[roles["app"][0]].get("static_dir"), **roles}
 
 
 def _batches(hosts, size):
@@ -636,19 +651,19 @@ def _rollback_targets(facts, hosts, release):
 
 
 def _facts(targets, timeout):
-    """Each of ``targets``' ``hpd_release.facts`` answer."""
-    return __salt__["salt.execute"](targets, "hpd_release.facts", tgt_type="list",
-                                    timeout=timeout)
+    """Each of ``targets``' ``hpd_release.facts`` answer (:func:`_answered`)."""
+    return _answered(__salt__["salt.execute"](targets, "hpd_release.facts", tgt_type="list",
+                                              timeout=timeout), targets)
 
 
-def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
+def plan(rev=None, env=None, batch=1, release=None, rollback=False, skip=None, timeout=60):
     """
     What ``orch.deploy`` (``rev``; without it the app hosts' ``site:rev``,
     ``rev_from`` says which) or ``orch.rollback`` (``rollback=True``,
     ``release`` or each host's previous release) will do, computed once when it
     renders, before any host changes: the environment's app, worker, lb and
-    varnish hosts (by the master's inventory; each answers
-    ``hpd_release.facts``), the app hosts in batches of
+    varnish hosts (by the master's inventory; each must answer
+    ``hpd_release.facts``, but those ``skip`` names), the app hosts in batches of
     ``batch`` (``undo``: for each batch, the hosts a failure in it moves back,
     in order; ``drain_last``: one batch holds every app host, so its drains
     empty the pool as asked), the deploy lock taken for this process, the
@@ -671,7 +686,7 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, timeout=60):
         if not rollback and rev is not None:
             _rev(rev)
         inventory = __salt__["hpd_trust.inventory"]()
-        env, targets = _environment(inventory, env)
+        env, targets = _environment(inventory, env, skip)
         # The site names the lock: asked before the lock, with nothing changed
         # on any host (a refused deploy must not touch what the running one
         # loads); asked again once the lock is held and the hosts run this

@@ -6,7 +6,9 @@
     pillar deploy: rev (default: the site:rev of the environment's app hosts,
     what a highstate builds), env (default: the one environment with app
     hosts), batch (app hosts per batch, default 1), keep (releases kept on each
-    host, default 5), health_timeout (seconds, default 120). orch/README.md
+    host, default 5), health_timeout (seconds, default 120), skip (hosts the
+    deploy leaves out, e.g. one out of the pool: any other host of the
+    inventory that does not answer stops the deploy). orch/README.md
     describes the steps. #}
 {%- from "orch/release.jinja" import get_plan, refused, notify, move, would, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
@@ -14,7 +16,7 @@
 {%- set keep = deploy.get('keep', 5) %}
 {%- set timeout = deploy.get('health_timeout', 120) %}
 {%- set plan = get_plan({'rev': deploy.get('rev'), 'env': deploy.get('env'),
-                         'batch': batch}) | load_json %}
+                         'batch': batch, 'skip': deploy.get('skip')}) | load_json %}
 {%- if 'Error' in plan %}
 {{ refused('deploy-refused', plan) }}
 {%- else %}

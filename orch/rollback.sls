@@ -9,12 +9,13 @@
 
       salt-run state.orchestrate orch.rollback [pillar='{"deploy": {"release": "<id>"} }']
 
-    pillar deploy: release, env, batch, health_timeout (as orch.deploy). #}
+    pillar deploy: release, env, batch, health_timeout, skip (as orch.deploy). #}
 {%- from "orch/release.jinja" import get_plan, refused, notify, move, error_page with context %}
 {%- set deploy = salt['pillar.get']('deploy', {}) %}
 {%- set timeout = deploy.get('health_timeout', 120) %}
 {%- set plan = get_plan({'release': deploy.get('release'), 'env': deploy.get('env'),
-                         'batch': deploy.get('batch', 1), 'rollback': True}) | load_json %}
+                         'batch': deploy.get('batch', 1), 'rollback': True,
+                         'skip': deploy.get('skip')}) | load_json %}
 {%- if 'Error' in plan %}
 {{ refused('rollback-refused', plan) }}
 {%- else %}

@@ -424,10 +424,11 @@ FARM = {
 
 INVENTORY = {h: {"env": f["env"], "roles": f["roles"][1:]} for h, f in FARM.items()
              if isinstance(f, dict)} | {"broken": {"env": "dev", "roles": ["app"]}}
+DEV = ["app1", "app2", "lb", "worker1"]
 
 
 def test_hosts_of_the_environment_by_role(hd):
-    assert hd._hosts(INVENTORY, FARM, "dev") == {
+    assert hd._hosts(INVENTORY, hd._answered(FARM, DEV), "dev") == {
         "site": "example", "env": "dev", "port": 8000, "static_dir": "collected_static",
         "app": ["app1", "app2"], "worker": ["worker1"], "lb": ["lb"], "varnish": ["lb"]}
 
@@ -435,8 +436,17 @@ def test_hosts_of_the_environment_by_role(hd):
 def test_roles_and_environment_come_from_the_inventory_not_the_hosts(hd):
     lying = {**FARM, "db": facts("dev", ["common", "app", "lb"]),
              "app2": facts("prod", ["common", "app"]), "stranger": facts("dev", ["app"])}
-    hosts = hd._hosts(INVENTORY, lying, "dev")
+    env, targets = hd._environment(INVENTORY, "dev", ["broken"])
+    assert targets == DEV
+    hosts = hd._hosts(INVENTORY, hd._answered(lying, targets), env)
     assert (hosts["app"], hosts["lb"]) == (["app1", "app2"], ["lb"])
+
+
+def test_a_host_that_does_not_answer_stops_the_plan_naming_it(hd):
+    with pytest.raises(SaltInvocationError, match=(
+            r"^no hpd_release.facts answer from broken \('hpd_release.facts' is not available.\); "
+            r"worker1 \(no return\): deploy:skip names a host the deploy may leave out$")):
+        hd._answered({h: f for h, f in FARM.items() if h != "worker1"}, ["broken", "worker1"])
 
 
 @pytest.mark.parametrize("env, message", [
@@ -448,10 +458,15 @@ def test_the_environment_must_be_one_the_inventory_can_tell(hd, env, message):
         hd._environment(INVENTORY, env)
 
 
-def test_a_deploy_touches_the_inventorys_hosts_of_its_environment(hd):
-    assert hd._environment(INVENTORY, "dev") == ("dev", ["app1", "app2", "broken", "lb",
-                                                         "worker1"])
+def test_a_deploy_touches_the_inventorys_hosts_of_its_environment_but_skipped_ones(hd):
+    assert hd._environment(INVENTORY, "dev") == ("dev", sorted(DEV + ["broken"]))
+    assert hd._environment(INVENTORY, "dev", ["broken", "lb"]) == ("dev", ["app1", "app2",
+                                                                          "worker1"])
     assert hd._environment({"p": {"env": "prod", "roles": ["app"]}}, None) == ("prod", ["p"])
+    for skip in (["papp"], "broken", [["broken"]]):
+        with pytest.raises(SaltInvocationError, match=r"^deploy:skip must be a list of hosts "
+                                                      r"of dev a deploy touches \(app1, "):
+            hd._environment(INVENTORY, "dev", skip)
 
 
 def execute_on(farm, calls, resolved=None):
@@ -466,7 +481,7 @@ def execute_on(farm, calls, resolved=None):
 
 def test_plan_locks_before_it_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp_path):
     calls = []
-    targets = ["app1", "app2", "broken", "lb", "worker1"]
+    targets = DEV
     hd = load_runner(tmp_path, execute_on(FARM, calls))
     real_lock = hd.lock
 
@@ -475,7 +490,7 @@ def test_plan_locks_before_it_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp
         return real_lock(*args, **kwargs)
 
     hd.lock = lock
-    plan = hd.plan(rev="main", env="dev")
+    plan = hd.plan(rev="main", env="dev", skip=["broken"])
     assert calls[:4] == [
         (targets, "hpd_release.facts", "list"), ("lock", ("example", "dev")),
         (targets, ["saltutil.sync_modules", "saltutil.sync_states"], "list"),
@@ -492,14 +507,14 @@ def test_a_refused_plan_changes_no_host(tmp_path, other_process):
     calls = []
     hd = load_runner(tmp_path, execute_on(FARM, calls))
     write_lock(hd, record_of(hd, other_process.pid))
-    assert "refused" in hd.plan(rev="main", env="dev")["Error"]
+    assert "refused" in hd.plan(rev="main", env="dev", skip=["broken"])["Error"]
     assert [fun for _, fun, _ in calls] == ["hpd_release.facts"]
 
 
 def test_plan_without_deploy_rev_deploys_the_app_hosts_site_rev(tmp_path):
     resolved = []
     hd = load_runner(tmp_path, execute_on(FARM, [], resolved))
-    plan = hd.plan(env="dev", batch=2)
+    plan = hd.plan(env="dev", batch=2, skip=["broken"])
     assert (plan["rev"], plan["rev_from"], plan["sha"]) == ("main", "site:rev", SHA)
     assert resolved == [["main"]]
     assert plan["undo"] == [["app1", "app2"]] and plan["drain_last"] is True
