@@ -2,12 +2,16 @@
 #
 #   salt-run state.orchestrate orch.db_failover pillar='{"env": "production"}'
 #
-# 1. The old primary (the host with the db role) is fenced, if its minion
-#    answers: PostgreSQL stopped and its service masked, and standby.signal in
-#    its data directory, so that even a start by hand comes up read-only; the
-#    marker hpd-rebuild says it must be rebuilt. A host that does not answer
-#    cannot be fenced from here: the orchestration fails at this step after
-#    doing the rest; power the host off before it comes back.
+# 1. The old primary (the host with the db role) is fenced: PostgreSQL stopped
+#    and its service masked, and standby.signal in its data directory, so that
+#    even a start by hand comes up read-only; the marker hpd-rebuild says it
+#    must be rebuilt. Nothing is promoted unless the fence succeeded: a primary
+#    that still takes writes beside a promoted replica splits the database in
+#    two (the site's hosts would keep writing to whichever they reach). When
+#    the old primary cannot be fenced from here (its minion does not answer),
+#    make sure it cannot come back (power it off, detach its disk or its
+#    network) and run the failover again with pillar `force: true`: the fence
+#    is then tried, and the promotion goes ahead whatever its result.
 # 2. The replica (the env's db_replica host; pillar `to` picks one when there
 #    are several) is promoted (pg_promote: waits until it takes writes).
 # 3. db_primary.yaml beside the master's inventory.yaml names it as the env's
@@ -47,6 +51,12 @@ db-failover-{{ to }}-promoted:
       - runuser -u postgres -- psql -XAtqc "SELECT pg_promote()" | grep -qx t
     - kwarg:
         cwd: /
+{%- if primaries and pillar.get('force') is not sameas true %}
+    - require:
+{%-   for old in primaries %}
+      - salt: db-failover-{{ old }}-fenced
+{%-   endfor %}
+{%- endif %}
 
 db-failover-primary-named:
   file.serialize:

@@ -332,6 +332,29 @@ def test_the_primary_drops_the_slots_no_replica_uses(lab, farm):
                      "WHERE slot_name IN ('hpd_gone', 'other_tool')")
 
 
+def test_no_replica_is_promoted_while_the_primary_cannot_be_fenced(lab, farm):
+    db, replica = farm
+    # The old primary's minion does not answer: the fence cannot be applied.
+    lab.exec(db, "systemctl", "stop", "salt-minion")
+    try:
+        run = lab.orchestrate("db_failover", {"env": "dev"}, "--out=json")
+    finally:
+        lab.exec(db, "systemctl", "start", "salt-minion")
+    out = json.loads(run.stdout)
+    (steps,) = out["data"].values()
+    results = {s["__id__"]: s["result"] for s in steps.values()}
+    assert out["retcode"] != 0 and results[f"db-failover-{db}-fenced"] is False, results
+    assert results[f"db-failover-{replica}-promoted"] is False, results
+    assert "One or more requisite failed" in steps[next(
+        k for k in steps if f"{replica}-promoted" in k)]["comment"]
+    assert in_recovery(lab, replica) == "t"
+    assert named_primary(lab) is None
+    deadline = time.monotonic() + 120
+    while lab.salt(db, "test.ping", timeout=10).get(db) is not True:
+        assert time.monotonic() < deadline, f"{db}'s minion did not come back"
+        time.sleep(2)
+
+
 def test_failover_drill(lab, farm, psql_on, site_user):
     db, replica = farm
     app = psql_on[0]

@@ -43,7 +43,7 @@ def args(state):
 
 def test_a_deploys_failed_batch_rolls_back_the_switched_hosts(tmp_path):
     states, kwarg = render(tmp_path, "deploy", {"deploy": {"rev": "main"}})
-    assert kwarg == {"rev": "main", "env": None, "batch": 1}
+    assert kwarg == {"rev": "main", "env": None, "batch": 1, "skip": None}
     # The second batch failing moves app1 and app2 back to their previous release.
     _, back = args(states["deploy-batch-2-rollback-app1-switch"])
     assert back["pillar"] == {"deploy": {"release": "r-old"}}
