@@ -149,6 +149,27 @@ def _grain_default(name, value, grain, integer=False):
     return _number(name, value, integer=integer)
 
 
+def _coarse_mib(mib):
+    """
+    The RAM a tuning is computed from, ``mib`` (MemTotal as measured) rounded
+    the way an operator would give it to PGTune: to the nearest GiB from 4 GiB,
+    below that to the nearest 256 MiB (at least 256). A kernel that reserves a
+    few MB more after an upgrade or a reboot then changes no setting, and so
+    queues no restart: ``15962`` -> ``16384``, ``2031`` -> ``2048``,
+    ``3790`` -> ``3840``.
+    """
+    step = 1024 if mib >= 4096 else 256
+    return max(256, round(mib / step) * step)
+
+
+def _host_mib(mem_total):
+    """``mem_total`` when given (as is), else the ``mem_total`` grain, coarsely
+    (:func:`_coarse_mib`)."""
+    if mem_total is not None:
+        return _number("mem_total", mem_total)
+    return _coarse_mib(_grain_default("mem_total", None, "mem_total"))
+
+
 # ---------------------------------------------------------------------------
 # PostgreSQL
 # ---------------------------------------------------------------------------
@@ -372,7 +393,8 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
     and ratios are numbers; ``huge_pages``/``jit``/``wal_level`` are strings.
 
     mem_total
-        RAM in MiB. Default: the ``mem_total`` grain.
+        RAM in MiB. Default: the ``mem_total`` grain, rounded to
+        256 MiB (whole GiB from 4 GiB) so that drift changes nothing.
 
     cpus
         CPU count. Default: the ``num_cpus`` grain.
@@ -462,7 +484,7 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
         salt 'db*' highperf.pg_tune profile=oltp storage=hdd
         salt-call --local highperf.pg_tune mem_total=16384 cpus=8 max_connections=200
     """
-    mem_mib = _grain_default("mem_total", mem_total, "mem_total")
+    mem_mib = _host_mib(mem_total)
     cpus = _grain_default("cpus", cpus, "num_cpus", integer=True)
     return _pg_tune(
         mem_mib, cpus, max_connections=max_connections, storage=storage, profile=profile,
@@ -544,7 +566,8 @@ def mysql_tune(mem_total=None):
     Debian 12 ships a later 10.11).
 
     mem_total
-        RAM in MiB. Default: the ``mem_total`` grain.
+        RAM in MiB. Default: the ``mem_total`` grain, rounded to
+        256 MiB (whole GiB from 4 GiB) so that drift changes nothing.
 
     CLI Example:
 
@@ -553,7 +576,7 @@ def mysql_tune(mem_total=None):
         salt 'db*' highperf.mysql_tune
         salt-call --local highperf.mysql_tune mem_total=16384
     """
-    return _mysql_tune(_grain_default("mem_total", mem_total, "mem_total"))
+    return _mysql_tune(_host_mib(mem_total))
 
 
 # ---------------------------------------------------------------------------

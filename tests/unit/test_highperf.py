@@ -1260,19 +1260,20 @@ def test_loading_highperf_loads_no_other_module(minion_opts, monkeypatch):
     assert loaded == ["highperf"]
 
 
-def test_loader_pg_tune_defaults_from_grains(highperf, loaders):
+def test_loader_pg_tune_defaults_from_grains(highperf, loaders, hp):
     grains = loaders.grains
     assert highperf.pg_tune() == highperf.pg_tune(
-        mem_total=grains["mem_total"], cpus=grains["num_cpus"]
+        mem_total=hp._coarse_mib(grains["mem_total"]), cpus=grains["num_cpus"]
     )
     ret = highperf.pg_tune(mem_total="16384", cpus="8")
     assert ret["shared_buffers"] == "4GB"
     assert ret["work_mem"] == "327MB"
 
 
-def test_loader_mysql_and_uwsgi(highperf, loaders):
+def test_loader_mysql_and_uwsgi(highperf, loaders, hp):
     assert highperf.mysql_tune(mem_total=16384) == {"innodb_buffer_pool_size": "13107M"}
-    assert highperf.mysql_tune() == highperf.mysql_tune(mem_total=loaders.grains["mem_total"])
+    assert highperf.mysql_tune() == highperf.mysql_tune(
+        mem_total=hp._coarse_mib(loaders.grains["mem_total"]))
     ret = highperf.uwsgi_tune(cpus=4, mem_total=8192, roles=["app"])
     assert ret["processes"] == 8
     assert ret["listen"] <= int(pathlib.Path("/proc/sys/net/core/somaxconn").read_text())
@@ -1537,3 +1538,20 @@ def test_varnish_tune_refuses_nonsense(hp, mem):
 def test_loader_varnish_tune_defaults_from_grains(highperf, loaders):
     assert highperf.varnish_tune() == highperf.varnish_tune(mem_total=loaders.grains["mem_total"])
     assert highperf.varnish_tune(mem_total="16384") == {"storage_mb": 9830}
+
+
+@pytest.mark.parametrize("measured, coarse", [
+    (15962, 16384), (16400, 16384), (2031, 2048), (2048, 2048), (3790, 3840), (4000, 4096),
+    (4100, 4096), (100, 256), (7962, 8192)])
+def test_the_ram_a_tuning_uses_is_rounded_as_pgtune_is_given_it(hp, measured, coarse):
+    assert hp._coarse_mib(measured) == coarse
+
+
+def test_a_few_mb_of_memtotal_drift_change_no_database_setting(hp, monkeypatch):
+    def tuned(mem_total):
+        monkeypatch.setattr(hp, "__grains__", {"mem_total": mem_total, "num_cpus": 2},
+                            raising=False)
+        return hp.pg_tune(), hp.mysql_tune()
+
+    assert tuned(15962) == tuned(15991) == tuned(16384)
+    assert tuned(2031) == tuned(2048)
