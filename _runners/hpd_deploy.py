@@ -287,29 +287,38 @@ def lock(site, env, rev=None, sha=None, release=None, rev_from=None):
     return {"locked": True, "holder": record, "taken_over": None if mine else current}
 
 
-def unlock(site, env):
+def unlock(site, env, force=False):
     """
     Free the deploy lock of ``site`` in ``env`` if this orchestration's process
     holds it; a lock another live process holds is left alone (a deploy that
     was refused must not free the one that runs), which is not an error.
+    ``force=True`` frees it whoever holds it: for a deploy whose process lives
+    on but no longer deploys (``status`` names its jid: ``salt-run
+    jobs.lookup_jid <jid>``); the record it freed is logged and returned.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run hpd_deploy.unlock example dev
+        salt-run hpd_deploy.unlock example dev force=True
     """
     path = _lock_path(site, env)
     with _Guard(os.path.dirname(path)):
         current = _read(path)
         if current is None:
             return {"unlocked": False, "comment": f"{site}/{env} is not locked"}
-        if not _same_holder(current, _identity()):
+        mine = _same_holder(current, _identity())
+        if not (mine or force is True):
             return {"unlocked": False,
                     "comment": f"{site}/{env} is held by process {current.get('pid')}, "
-                               "not this one: left alone"}
+                               "not this one: left alone (force=True frees it)"}
         os.remove(path)
-    return {"unlocked": True, "comment": f"{site}/{env} unlocked"}
+    if mine:
+        return {"unlocked": True, "comment": f"{site}/{env} unlocked"}
+    log.warning("hpd_deploy: lock of %s/%s forced free by %s: it was %s", site, env, _who(),
+                json.dumps(current, sort_keys=True))
+    return {"unlocked": True, "comment": f"{site}/{env} forced free", "freed": current}
 
 
 def status(site=None, env=None):

@@ -175,6 +175,16 @@ def test_unlock_frees_only_the_lock_its_own_process_holds(hd, other_process):
                                              "comment": "example/other is not locked"}
 
 
+def test_unlock_with_force_frees_a_live_holders_lock_and_says_whose(hd, other_process):
+    held = record_of(hd, other_process.pid)
+    write_lock(hd, held)
+    assert hd.unlock("example", "dev", force="yes")["unlocked"] is False
+    assert hd.unlock("example", "dev", force=True) == {
+        "unlocked": True, "comment": "example/dev forced free", "freed": held}
+    assert hd.status() == {}
+    assert hd.lock("example", "dev")["locked"] is True
+
+
 def test_status_says_whether_each_holder_still_runs(hd, other_process):
     write_lock(hd, record_of(hd, other_process.pid))
     gone = {**record_of(hd, other_process.pid), "env": "staging", "started": 1.0}
