@@ -106,6 +106,26 @@ def state(backend, server, socket_path=SOCKET):
     }
 
 
+def _servers(rows, backend):
+    """{server: status} of ``backend``'s servers in ``show stat`` rows."""
+    return {r["svname"]: r["status"] for r in rows
+            if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def statuses(backend, socket_path=SOCKET):
+    """
+    ``{server: status}`` of every server of ``backend`` (``UP``, ``DRAIN``,
+    ``MAINT``, ``DOWN``...; {} when haproxy has no such backend).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb hpd_haproxy.statuses app
+    """
+    return _servers(_stat_rows(command("show stat", socket_path)), backend)
+
+
 #: Response counters of `show stat`, by status class.
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
@@ -151,8 +171,7 @@ def _last_up(rows, backend, server):
     ``backend`` that is UP (the others DRAIN, MAINT, DOWN...: draining it would
     empty the pool), else None. A server haproxy has no row for is left to the
     ``set server`` command to refuse."""
-    servers = {r["svname"]: r["status"] for r in rows
-               if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+    servers = _servers(rows, backend)
     if not servers.get(server, "").startswith("UP"):
         return None
     others = {name: status for name, status in sorted(servers.items()) if name != server}

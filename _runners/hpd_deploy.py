@@ -659,6 +659,24 @@ def _rollback_targets(facts, hosts, release):
     return targets
 
 
+def _out_of_pool(pools, lbs, app):
+    """The refusal of a deploy while one of the ``app`` hosts is drained or in
+    maintenance in the pool of one of the ``lbs`` (``pools``: their
+    ``hpd_haproxy.statuses app`` answers), as a deploy that died midway leaves
+    it, or while an lb host does not say; None when every one is in the pool."""
+    out = [f"{host} is {pools[lb][host]} on {lb}" for lb in lbs
+           if isinstance(pools.get(lb), dict) for host in app
+           if pools[lb].get(host, "").split(" ")[0] in ("DRAIN", "MAINT")]
+    silent = [lb for lb in lbs if not isinstance(pools.get(lb), dict)]
+    if silent:
+        out.append(f"no answer from {', '.join(silent)}")
+    if not out:
+        return None
+    return ("app hosts out of the pool (" + "; ".join(out) + "), as a deploy that died midway "
+            "leaves them: put each back once it serves what the others do (salt <lb> "
+            "hpd_haproxy.ready app <host>), roll back (orch.rollback), or name it in deploy:skip")
+
+
 def _facts(targets, timeout):
     """Each of ``targets``' ``hpd_release.facts`` answer (:func:`_answered`)."""
     return _answered(__salt__["salt.execute"](targets, "hpd_release.facts", tgt_type="list",
@@ -716,6 +734,11 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, skip=None, t
             raise SaltInvocationError(f"the site of {env} changed from {site} to "
                                       f"{hosts['site']} while the deploy started")
         rev, rev_from = (None, None) if rollback else _deploy_rev(rev, facts, hosts["app"])
+        refusal = None if rollback or not hosts["lb"] else _out_of_pool(
+            __salt__["salt.execute"](hosts["lb"], "hpd_haproxy.statuses", arg=["app"],
+                                     tgt_type="list", timeout=timeout), hosts["lb"], hosts["app"])
+        if refusal:
+            raise SaltInvocationError(refusal)
     except SaltInvocationError as exc:
         return _failed({"Error": str(exc)})
     lock(site, env, rev=rev, release=release, rev_from=rev_from)

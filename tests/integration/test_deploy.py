@@ -4,8 +4,9 @@ variants, the workers on B), rolled back to A; a deploy with no revision
 given (the environment's site:rev); and the bad cases: a failing migration, a
 failing health check in the first or the last batch (rolled back, the pool
 never empty), a rollback after a failed deploy, a revision that does not
-exist, two deploys at once. The revisions are published on a branch of their
-own; at the end the farm serves the release it served before (main's tree)."""
+exist, two deploys at once, a deploy while an app host is out of the pool.
+The revisions are published on a branch of their own; at the end the farm
+serves the release it served before (main's tree)."""
 
 import json
 import subprocess
@@ -117,6 +118,24 @@ def test_a_revision_that_does_not_exist_is_refused_before_any_host_changes(lab, 
     assert states["deploy-refused"]["comment"].startswith(
         "revision 'no-such-revision' not resolved on ")
     assert {h: releases(lab, h) for h in before} == before
+    assert_serving(lab, farm, farm["before"])
+
+
+def test_a_deploy_is_refused_while_an_app_host_is_out_of_the_pool(lab, farm, revisions):
+    """As a deploy that died between drain and ready leaves it: the next one
+    names the host and how to repair, and changes nothing."""
+    lb, host = lab.hosts_with("lb")[0], farm["app"][-1]
+    assert lab.salt(lb, "hpd_haproxy.drain", "app", host)[lb]["drained"] is True
+    try:
+        before = {h: releases(lab, h) for h in farm["app"] + farm["worker"]}
+        rc, states, output = deploy(lab.lab, revisions["a"])
+        assert rc != 0
+        assert list(states) == ["deploy-refused"], output
+        assert states["deploy-refused"]["comment"].startswith(
+            f"app hosts out of the pool ({host} is DRAIN on {lb}), "), output
+        assert {h: releases(lab, h) for h in before} == before
+    finally:
+        assert lab.salt(lb, "hpd_haproxy.ready", "app", host)[lb]["status"].startswith("UP")
     assert_serving(lab, farm, farm["before"])
 
 

@@ -479,12 +479,16 @@ def test_a_deploy_touches_the_inventorys_hosts_of_its_environment_but_skipped_on
             hd._environment(INVENTORY, "dev", skip)
 
 
-def execute_on(farm, calls, resolved=None):
+def execute_on(farm, calls, resolved=None, pools=None):
+    pools = pools or {}
+
     def execute(tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
         calls.append((tgt, fun, tgt_type))
         if fun == "hpd_release.resolve":
             (resolved if resolved is not None else []).append(arg)
             return {"app1": SHA}
+        if fun == "hpd_haproxy.statuses":
+            return {h: pools.get(h, {"app1": "UP", "app2": "UP"}) for h in tgt}
         return {h: farm[h] for h in tgt if h in farm} if fun == "hpd_release.facts" else {}
     return {"salt.execute": execute, "hpd_trust.inventory": lambda: INVENTORY}
 
@@ -511,6 +515,26 @@ def test_plan_locks_before_it_syncs_and_asks_only_the_hosts_a_deploy_touches(tmp
                                                         "worker1": "r1"}
     assert plan["rev"] == "main" and plan["rev_from"] == "deploy:rev"
     assert plan["undo"] == [["app1"], ["app2", "app1"]] and plan["drain_last"] is False
+
+
+def test_a_deploy_is_refused_while_an_app_host_is_out_of_the_pool(tmp_path):
+    calls = []
+    hd = load_runner(tmp_path, execute_on(FARM, calls, pools={"lb": {"app1": "UP",
+                                                                     "app2": "DRAIN"}}))
+    got = hd.plan(rev="main", env="dev", skip=["broken"])
+    assert got["Error"].startswith("app hosts out of the pool (app2 is DRAIN on lb), as a "
+                                   "deploy that died midway leaves them: "), got
+    assert "hpd_release.resolve" not in [fun for _, fun, _ in calls]
+    assert hd.plan(rev="main", env="dev", skip=["broken", "app2"])["app"] == ["app1"]
+
+
+def test_out_of_pool_names_each_host_and_each_silent_lb(hd):
+    assert hd._out_of_pool({"lb": {"app1": "UP", "app2": "UP 1/2", "other": "MAINT"}},
+                           ["lb"], ["app1", "app2"]) is None
+    got = hd._out_of_pool({"lb": {"app1": "MAINT", "app2": "DRAIN (agent)"}, "lb2": "no"},
+                          ["lb", "lb2", "lb3"], ["app1", "app2"])
+    assert got.startswith("app hosts out of the pool (app1 is MAINT on lb; app2 is DRAIN "
+                          "(agent) on lb; no answer from lb2, lb3), ")
 
 
 def test_a_refused_plan_changes_no_host(tmp_path, other_process):

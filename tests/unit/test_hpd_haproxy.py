@@ -128,6 +128,13 @@ def test_state_reads_a_servers_status_and_sessions_by_column_name(hx, fake):
     assert fake.commands == ["show stat"]
 
 
+def test_statuses_of_a_backends_servers_in_one_command(hx, fake):
+    fake.servers["app2"]["status"] = "DRAIN"
+    assert hx.statuses("app", socket_path=fake.path) == {"app1": "UP", "app2": "DRAIN"}
+    assert hx.statuses("other", socket_path=fake.path) == {}
+    assert fake.commands == ["show stat", "show stat"]
+
+
 def test_responses_count_a_backends_or_servers_answers_by_class(hx, fake):
     assert hx.responses("app", socket_path=fake.path) == {
         "1xx": 0, "2xx": 80, "3xx": 7, "4xx": 3, "5xx": 10, "other": 0}
