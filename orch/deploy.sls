@@ -119,9 +119,10 @@ deploy-batch-{{ n }}-failed:
 {%- endfor %}
 
 {#- Step 6: the workers switched and restarted gracefully, after every app
-    host; beside it, in parallel: Varnish's error page of the release, the
-    release log, the deploy's mark in Graphite, the old releases pruned. The
-    deploy finishes when all of them succeeded. #}
+    host (a restart returns once the worker consumes tasks: Type=notify); then,
+    in parallel: Varnish's error page of the release, the release log, the
+    deploy's mark in Graphite, the old releases pruned. The deploy finishes
+    when all of them succeeded. #}
 {%- set tail = [] %}
 {%- if plan.worker and dry %}
 {{ would('deploy-workers', 'switch ' ~ (plan.worker | join(', ')) ~ ' to ' ~ release
@@ -136,9 +137,42 @@ deploy-workers:
   salt.state:
     - tgt: {{ plan.worker | json }}
     - tgt_type: list
-    - sls: [site.switch, worker.restart]
+    - sls: worker.restart
     - pillar: {{ build | json }}
-    - parallel: True
+
+{#- A worker host that fails (its workers do not start on the release) puts
+    every host back: the workers on their previous release, then the app
+    hosts, the last batch first (plan.undo), so the pool never empties. #}
+{%-   set onfail = {'onfail': [{'salt': 'deploy-workers'}]} %}
+{%-   set back = {} %}
+{%-   for host in plan.worker if plan.previous[host] %}
+{%-     do back.setdefault(plan.previous[host], []).append(host) %}
+{%-   endfor %}
+
+{{ notify('deploy-workers-rollback-notify', plan, 'rollback', step='workers',
+          comment='release ' ~ release ~ ' failed on the workers (' ~ (plan.worker | join(', '))
+                  ~ '): rolling back every host', requisites=onfail) }}
+{%-   for previous, workers in back | dictsort %}
+
+deploy-workers-rollback-{{ loop.index }}:
+  salt.state:
+    - tgt: {{ workers | json }}
+    - tgt_type: list
+    - sls: worker.restart
+    - pillar: {{ {'deploy': dict(release=previous)} | json }}
+    - onfail: {{ onfail.onfail | json }}
+{%-   endfor %}
+{%-   for host in plan.undo[-1] if plan.previous[host] %}
+{{ move('deploy-workers-rollback-' ~ host, plan, [host], plan.previous[host], timeout,
+        requisites=onfail) }}
+{%-   endfor %}
+
+deploy-workers-failed:
+  test.fail_without_changes:
+    - comment: {{ ('deploy of ' ~ release ~ ' failed on the workers (see deploy-workers '
+                   ~ 'for why); rolled back every host to its previous release') | json }}
+    - onfail: {{ onfail.onfail | json }}
+    - failhard: True
 {%- endif %}
 
 {%- if not dry %}

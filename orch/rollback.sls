@@ -54,7 +54,7 @@ rollback-workers-{{ loop.index }}:
   salt.state:
     - tgt: {{ group | json }}
     - tgt_type: list
-    - sls: [site.switch, worker.restart]
+    - sls: worker.restart
     - pillar: {{ {'deploy': dict(release=release)} | json }}
     - failhard: True
 {%- endfor %}

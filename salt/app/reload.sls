@@ -4,6 +4,12 @@
     reports the new release id once every worker is new. #}
 {%- from tpldir ~ "/map.jinja" import uwsgi_paths with context %}
 
+include:
+  - site.switch
+
+{#- Only once `current` points to the release: a failed switch reloads nothing. #}
 app-uwsgi-chain-reloaded:
   file.touch:
     - name: {{ uwsgi_paths.reload }}
+    - require:
+      - sls: site.switch

@@ -25,6 +25,7 @@ SITE, ENV = "example", "dev"
 BRANCH = "deploy-test"
 MIGRATIONS = "hpdexample/migrations"
 VIEWS = "hpdexample/views.py"
+CELERY = "hpdexample/celery.py"
 
 
 def migration(name, sql="SELECT 1"):
@@ -74,7 +75,7 @@ def revisions(lab):
     """Revisions of the site, one after another on BRANCH (deployed by sha): A (a
     migration more than main), B (A, a migration and a static file more), one
     whose migration fails, one whose /health/ fails, one whose /health/ fails
-    on the last app host only; {name: sha}."""
+    on the last app host only, one whose workers cannot start; {name: sha}."""
     a = {f"{MIGRATIONS}/0003_deploy_test_a.py": migration("0002_first_posts")}
     b = {**a, f"{MIGRATIONS}/0004_deploy_test_b.py": migration("0003_deploy_test_a"),
          "static/hpdexample/deploy-test-b.css": "body { color: #0b0b0b; }\n" * 40}
@@ -87,10 +88,17 @@ def revisions(lab):
         'status=200 if body["database"] == "ok" else 503',
         f'status=503 if socket.gethostname() == "{lab.hosts_with("app")[-1]}" else '
         '200 if body["database"] == "ok" else 503')
+    celery = (REPO / "example" / CELERY).read_text()
+    # A celery worker's command line names `worker`; uWSGI's and manage.py's do not.
+    no_worker = celery.replace(
+        "import os\n", "import os\nimport sys\n\nif 'worker' in sys.argv[1:]:\n"
+        "    raise ImportError('deploy test: no worker')\n", 1)
+    assert no_worker != celery
     return {name: lab.publish_site(changes=changes, branch=BRANCH)
             for name, changes in (("a", a), ("b", b), ("bad_migration", bad_migration),
                                   ("bad_health", {**a, VIEWS: sick}),
-                                  ("bad_health_last", {**a, VIEWS: sick_on_last}))}
+                                  ("bad_health_last", {**a, VIEWS: sick_on_last}),
+                                  ("bad_worker", {**a, CELERY: no_worker}))}
 
 
 def lock_status(lab):
@@ -204,6 +212,21 @@ def test_a_failing_health_check_rolls_the_switched_hosts_back(lab, farm, revisio
     lb = lab.hosts_with("lb")[0]
     for host in farm["app"]:
         assert lab.salt(lb, "hpd_haproxy.state", "app", host)[lb]["status"] != "DRAIN"
+
+
+def test_workers_that_cannot_start_roll_every_host_back(lab, farm, revisions):
+    was = serving(lab, farm["app"] + farm["worker"])
+    rc, states, output = deploy(lab.lab, revisions["bad_worker"], batch=len(farm["app"]))
+    assert rc != 0
+    assert states["deploy-workers"]["result"] is False, output
+    assert "deploy-workers-failed" in states and "deploy-pruned" not in states, output
+    rolled = [sid for sid, r in states.items() if sid.startswith("deploy-workers-rollback-")]
+    assert rolled and all(states[sid]["result"] is True for sid in rolled), output
+    assert_serving(lab, farm, was[farm["app"][0]])
+    for host in farm["worker"]:
+        units = lab.exec(host, "systemctl", "list-units", "--state=failed", "--plain",
+                         "--no-legend", "example-worker@*").stdout
+        assert units.strip() == "", units
 
 
 def test_a_deploy_without_a_rev_deploys_the_environments_site_rev_and_says_so(lab, farm):

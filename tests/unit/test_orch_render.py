@@ -116,18 +116,18 @@ def test_every_state_is_one_function_call(tmp_path, sls):
         assert len(state) == 1, sid
 
 
-@pytest.mark.parametrize("sls, parallel", [
-    ("deploy", {"deploy-workers", "deploy-error-page-served", "deploy-release-logged",
-                "deploy-marked", "deploy-pruned"}),
-    ("rollback", {"rollback-error-page-served", "rollback-release-logged"}),
+@pytest.mark.parametrize("sls, parallel, serial", [
+    ("deploy", {"deploy-error-page-served", "deploy-release-logged", "deploy-marked",
+                "deploy-pruned"}, {"deploy-workers"}),
+    ("rollback", {"rollback-error-page-served", "rollback-release-logged"}, set()),
 ])
 def test_the_steps_after_the_switch_run_in_parallel_and_the_finish_waits_for_them(
-        tmp_path, sls, parallel):
+        tmp_path, sls, parallel, serial):
     pillar = {"deploy": {"rev": "main"}} if sls == "deploy" else {"deploy": {}}
     states, _ = render(tmp_path, sls, pillar)
     assert {sid for sid, state in states.items() if args(state)[1].get("parallel")} == parallel
     finish = args(states[f"{sls}-finish"])[1]
-    assert {next(iter(r.values())) for r in finish["require"]} == parallel
+    assert {next(iter(r.values())) for r in finish["require"]} == parallel | serial
     # The static files are collected with the checkout, before the migration.
     if sls == "deploy":
         ids = list(states)
@@ -135,3 +135,25 @@ def test_the_steps_after_the_switch_run_in_parallel_and_the_finish_waits_for_the
             "site.checkout", "site.venv", "site.static"]
         assert ids.index("deploy-checkout") < ids.index("deploy-migrate") < ids.index(
             "deploy-static-pushed") < ids.index("deploy-batch-1-drain-app1")
+
+
+def test_a_deploys_failed_worker_step_rolls_every_host_back_and_stops(tmp_path):
+    states, _ = render(tmp_path, "deploy", {"deploy": {"rev": "main"}})
+    ids = list(states)
+    onfail = [{"salt": "deploy-workers"}]
+    workers = args(states["deploy-workers-rollback-1"])[1]
+    assert (workers["tgt"], workers["sls"], workers["pillar"], workers["onfail"]) == (
+        ["worker1"], "worker.restart", {"deploy": {"release": "r-old"}}, onfail)
+    # Then the app hosts, the last batch first, each drained, switched back,
+    # health-gated and put back only when the worker step failed.
+    moved = [sid for sid in ids if sid.startswith("deploy-workers-rollback-app")]
+    assert moved[0] == "deploy-workers-rollback-app2-drain-app2"
+    assert moved.index("deploy-workers-rollback-app2-ready-app2") < moved.index(
+        "deploy-workers-rollback-app1-drain-app1")
+    assert all(args(states[sid])[1]["onfail"] == onfail for sid in moved)
+    assert args(states["deploy-workers-rollback-app1-switch"])[1]["pillar"] == {
+        "deploy": {"release": "r-old"}}
+    failed = args(states["deploy-workers-failed"])[1]
+    assert failed["onfail"] == onfail and failed["failhard"] is True
+    assert ids.index("deploy-workers") < ids.index("deploy-workers-failed") < ids.index(
+        "deploy-pruned")

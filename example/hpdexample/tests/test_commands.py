@@ -89,3 +89,21 @@ class CollectStaticTests(TestCase):
                       and n != f"site.{kind}"]
             self.assertEqual(len(hashed), 1, names)
             self.assertTrue({hashed[0] + ".gz", hashed[0] + ".br"} <= names, names)
+
+
+class WorkerReadyTests(TestCase):
+    """The worker tells systemd (Type=notify units) it is ready."""
+
+    def test_ready_goes_to_systemds_socket_and_nowhere_without_one(self):
+        from hpdexample.celery import notify_ready
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "notify")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+                systemd.bind(path)
+                systemd.settimeout(5)
+                with mock.patch.dict(os.environ, {"NOTIFY_SOCKET": path}):
+                    notify_ready(sender=None)
+                self.assertEqual(systemd.recv(64), b"READY=1")
+            with mock.patch.dict(os.environ, {}, clear=True):
+                notify_ready(sender=None)  # not under systemd: nothing to tell
