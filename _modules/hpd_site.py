@@ -260,6 +260,9 @@ def vassal(site, app, address, tuning, env, paths):
         ["stats", paths["stats"]],
         ["memory-report", "true"],
         ["log-x-forwarded-for", "true"],
+        # Each request's line ends with its id (haproxy's X-Request-ID).
+        ["log-format", '%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) '
+                       '%(size) %(msecs)ms id=%(var.HTTP_X_REQUEST_ID)'],
         # uWSGI's and the site's own log to the journal (journalctl -u
         # uwsgi-emperor); one line per request to a file, moved to <file>.1
         # when it reaches its size.

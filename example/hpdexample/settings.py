@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "hpdexample",
 ]
 MIDDLEWARE = [
+    "hpdexample.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -73,8 +74,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {
-        "format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "format": "%(asctime)s %(levelname)s %(name)s [%(process)d] [%(request_id)s] "
+                  "%(message)s"}},
+    "filters": {"request_id": {"()": "hpdexample.request_id.RequestIdFilter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                            "filters": ["request_id"]}},
     "root": {"handlers": ["stderr"], "level": config.log_level(os.environ)},
 }
 

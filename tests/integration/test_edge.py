@@ -90,6 +90,31 @@ def test_the_anonymous_page_then_a_varnish_hit(lab, lb):
     assert body_again == body
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+REQUEST_LOG = "/srv/hpd/log/example-access.log"
+
+
+def test_each_request_gets_an_id_the_app_hosts_log_and_the_client_gets(lab, lb):
+    """haproxy stamps every request (a client's own id replaced), Varnish passes
+    it, uWSGI's request line ends with it, and the response returns it; a
+    Varnish hit returns its own request's id, not the cached one's."""
+    _, address = lb
+    path = f"/?id-test={uuid.uuid4().hex}"  # a URL Varnish has not cached: a miss
+    forged = "forged-" + uuid.uuid4().hex
+    status, headers, _ = fetch(address, path, headers={"X-Request-ID": forged})
+    assert status == 200 and headers["x-cache"] == "miss", headers
+    first = headers["x-request-id"]
+    assert UUID.fullmatch(first), first
+    logged = {host: lab.exec(host, "grep", "-c", f"id={first}$", REQUEST_LOG,
+                             check=False).stdout.strip() for host in lab.hosts_with("app")}
+    assert sorted(logged.values()) == ["0"] * (len(logged) - 1) + ["1"], logged
+    assert not any(lab.exec(host, "grep", "-q", forged, REQUEST_LOG, check=False).returncode == 0
+                   for host in lab.hosts_with("app"))
+    status, again, _ = fetch(address, path)
+    assert again["x-cache"] == "hit" and UUID.fullmatch(again["x-request-id"])
+    assert again["x-request-id"] != first
+
+
 def test_plain_http_redirects_to_https_and_https_says_hsts(lb):
     _, address = lb
     status, headers, _ = fetch(address, "/some/page/?a=1", tls=False)
