@@ -152,14 +152,15 @@ def _grain_default(name, value, grain, integer=False):
 def _coarse_mib(mib):
     """
     The RAM a tuning is computed from, ``mib`` (MemTotal as measured) rounded
-    the way an operator would give it to PGTune: to the nearest GiB from 4 GiB,
-    below that to the nearest 256 MiB (at least 256). A kernel that reserves a
-    few MB more after an upgrade or a reboot then changes no setting, and so
-    queues no restart: ``15962`` -> ``16384``, ``2031`` -> ``2048``,
-    ``3790`` -> ``3840``.
+    up the way an operator would give it to PGTune: to a whole GiB above 4 GiB,
+    below that to 256 MiB (at least 256). MemTotal is a little under the RAM a
+    host has (the kernel keeps some), so the host sits just under a step, never
+    at one: a kernel that reserves a few MB more after an upgrade or a reboot
+    changes no setting, and so queues no restart. ``15962`` -> ``16384``,
+    ``2031`` -> ``2048``, ``3790`` -> ``3840``.
     """
-    step = 1024 if mib >= 4096 else 256
-    return max(256, round(mib / step) * step)
+    step = 1024 if mib > 4096 else 256
+    return max(256, math.ceil(mib / step) * step)
 
 
 def _host_mib(mem_total):
@@ -393,8 +394,8 @@ def pg_tune(mem_total=None, cpus=None, max_connections=None, storage="ssd", prof
     and ratios are numbers; ``huge_pages``/``jit``/``wal_level`` are strings.
 
     mem_total
-        RAM in MiB. Default: the ``mem_total`` grain, rounded to
-        256 MiB (whole GiB from 4 GiB) so that drift changes nothing.
+        RAM in MiB. Default: the ``mem_total`` grain, rounded up to
+        256 MiB (a whole GiB above 4 GiB) so that drift changes nothing.
 
     cpus
         CPU count. Default: the ``num_cpus`` grain.
@@ -566,8 +567,8 @@ def mysql_tune(mem_total=None):
     Debian 12 ships a later 10.11).
 
     mem_total
-        RAM in MiB. Default: the ``mem_total`` grain, rounded to
-        256 MiB (whole GiB from 4 GiB) so that drift changes nothing.
+        RAM in MiB. Default: the ``mem_total`` grain, rounded up to
+        256 MiB (a whole GiB above 4 GiB) so that drift changes nothing.
 
     CLI Example:
 

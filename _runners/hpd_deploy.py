@@ -568,7 +568,7 @@ def _environment(inventory, env, skip=None):
     """``env`` checked against the inventory's app hosts (None: the one
     environment they are all in), and the inventory's hosts of it that a deploy
     touches (:data:`DEPLOYED`), sorted, but those ``skip`` names (each must be
-    one of them)."""
+    one of its app or worker hosts)."""
     if not isinstance(inventory, dict):
         raise SaltInvocationError("the master's inventory is not a mapping of minion ids")
     entries = {h: e for h, e in inventory.items() if isinstance(e, dict)}
@@ -586,10 +586,13 @@ def _environment(inventory, env, skip=None):
                                   f"{', '.join(envs)})")
     hosts = sorted(h for h, e in entries.items() if e.get("env") == env
                    and set(e.get("roles") or []) & set(DEPLOYED))
+    # Only app and worker hosts may be left out: a deploy that skipped an lb
+    # host would switch app hosts it never drained there.
+    switched = [h for h in hosts if {"app", "worker"} & set(entries[h].get("roles") or [])]
     skip = [] if skip is None else skip
-    if not (isinstance(skip, list) and all(h in hosts for h in skip)):
-        raise SaltInvocationError(f"deploy:skip must be a list of hosts of {env} a deploy "
-                                  f"touches ({', '.join(hosts)}), not {skip!r}")
+    if not (isinstance(skip, list) and all(h in switched for h in skip)):
+        raise SaltInvocationError(f"deploy:skip must be a list of app or worker hosts of "
+                                  f"{env} ({', '.join(switched)}), not {skip!r}")
     return env, [h for h in hosts if h not in skip]
 
 
@@ -725,6 +728,14 @@ def plan(rev=None, env=None, batch=1, release=None, rollback=False, skip=None, t
     taken = lock(site, env, rev=rev, release=release)
     if "Error" in taken:
         return taken
+    planned = _locked_plan(inventory, site, env, targets, rev, batch, release, rollback, timeout)
+    if "Error" in planned:  # refused after all: the next deploy need not wait for this one
+        unlock(site, env)
+    return planned
+
+
+def _locked_plan(inventory, site, env, targets, rev, batch, release, rollback, timeout):
+    """The part of :func:`plan` that runs once this process holds the lock."""
     try:
         __salt__["salt.execute"](targets, SYNCED, arg=[[] for _ in SYNCED], tgt_type="list",
                                  timeout=timeout)

@@ -7,11 +7,20 @@ include:
   - site.switch
 {%- for name in units %}
 
+{#- A worker that crashed in a loop (the release before could not start) hit
+    systemd's start limit, which refuses a restart: cleared first (Salt has
+    no state for it). #}
+worker-{{ name }}-start-limit-reset:
+  cmd.run:
+    - name: systemctl reset-failed {{ name }}
+    - require:
+      - sls: site.switch
+
 {#- Only once `current` points to the release: a failed switch restarts nothing. #}
 worker-{{ name }}-restarted:
   module.run:
     - service.restart:
       - name: {{ name }}
     - require:
-      - sls: site.switch
+      - cmd: worker-{{ name }}-start-limit-reset
 {%- endfor %}

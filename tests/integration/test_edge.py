@@ -105,8 +105,12 @@ def test_each_request_gets_an_id_the_app_hosts_log_and_the_client_gets(lab, lb):
     assert status == 200 and headers["x-cache"] == "miss", headers
     first = headers["x-request-id"]
     assert UUID.fullmatch(first), first
-    logged = {host: lab.exec(host, "grep", "-c", f"id={first}$", REQUEST_LOG,
-                             check=False).stdout.strip() for host in lab.hosts_with("app")}
+    deadline = time.monotonic() + 10  # uWSGI writes the line after the response
+    while (logged := {host: lab.exec(host, "grep", "-c", f"id={first}$", REQUEST_LOG,
+                                     check=False).stdout.strip()
+                      for host in lab.hosts_with("app")}) and "1" not in logged.values():
+        assert time.monotonic() < deadline, logged
+        time.sleep(1)
     assert sorted(logged.values()) == ["0"] * (len(logged) - 1) + ["1"], logged
     assert not any(lab.exec(host, "grep", "-q", forged, REQUEST_LOG, check=False).returncode == 0
                    for host in lab.hosts_with("app"))

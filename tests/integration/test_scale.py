@@ -43,10 +43,12 @@ def runs(seen, fun, phase):
 
 def heal_events(lab, count):
     """``count`` service beacon events, each from the host it is about, saying
-    one of its running units stopped (the heal then finds it active); how many."""
+    one of its running units stopped (the heal then finds it active), no two
+    about the same unit; the (host, unit) of each."""
     pairs = [(host, unit) for host in lab.hosts if host != HOST
              for unit in lab.salt(host, "hpd_heal.units")[host]]
-    events = [pairs[i % len(pairs)] for i in range(count)]
+    assert len(pairs) >= count, f"the lab's hosts have only {len(pairs)} units: {pairs}"
+    events = pairs[:count]
 
     def fire(event):
         host, unit = event
@@ -58,7 +60,15 @@ def heal_events(lab, count):
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fire, events))
-    return count
+    return set(events)
+
+
+def heals_of(seen, events):
+    """The returns of the heal jobs of ``events`` (host, unit)."""
+    return [d for d in runs(seen, "hpd_heal.service", "ret")
+            if isinstance(d.get("fun_args"), list) and d["fun_args"]
+            and isinstance(d["fun_args"][-1], dict)
+            and (d["fun_args"][-1].get("minion"), d["fun_args"][-1].get("name")) in events]
 
 
 def up_in_pool(lab, lb, timeout=120):
@@ -87,9 +97,10 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
             bus.wait(lambda seen: [d for d in runs(seen, "hpd_scale.react", "ret")
                                    if isinstance(d["return"], dict) and "jid" in d["return"]],
                      30, "the start's reaction returning the scale-out's job")
-            heals = heal_events(lab, HEAL_EVENTS)
-            healed = bus.wait(lambda seen: len(runs(seen, "hpd_heal.service", "ret")) >= heals,
-                              120, f"{heals} heal reactions")
+            events = heal_events(lab, HEAL_EVENTS)
+            healed = bus.wait(lambda seen: (found := heals_of(seen, events))
+                              and len(found) >= len(events) and found, 120,
+                              f"{len(events)} heal reactions")
             assert not scaled(bus, "joined"), "the scale-out ended before the heals: no test"
             assert all(d["success"] and d["return"]["state"] == "active" for d in healed), healed
             added = adding.result()

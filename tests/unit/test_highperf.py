@@ -1541,8 +1541,8 @@ def test_loader_varnish_tune_defaults_from_grains(highperf, loaders):
 
 
 @pytest.mark.parametrize("measured, coarse", [
-    (15962, 16384), (16400, 16384), (2031, 2048), (2048, 2048), (3790, 3840), (4000, 4096),
-    (4100, 4096), (100, 256), (7962, 8192)])
+    (15962, 16384), (16384, 16384), (2031, 2048), (2048, 2048), (3790, 3840), (3900, 4096),
+    (4000, 4096), (4097, 5120), (100, 256), (7962, 8192)])
 def test_the_ram_a_tuning_uses_is_rounded_as_pgtune_is_given_it(hp, measured, coarse):
     assert hp._coarse_mib(measured) == coarse
 
@@ -1555,3 +1555,4 @@ def test_a_few_mb_of_memtotal_drift_change_no_database_setting(hp, monkeypatch):
 
     assert tuned(15962) == tuned(15991) == tuned(16384)
     assert tuned(2031) == tuned(2048)
+    assert tuned(3900) == tuned(3990) == tuned(4096)  # where nearest-rounding flipped

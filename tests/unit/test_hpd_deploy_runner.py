@@ -470,12 +470,13 @@ def test_the_environment_must_be_one_the_inventory_can_tell(hd, env, message):
 
 def test_a_deploy_touches_the_inventorys_hosts_of_its_environment_but_skipped_ones(hd):
     assert hd._environment(INVENTORY, "dev") == ("dev", sorted(DEV + ["broken"]))
-    assert hd._environment(INVENTORY, "dev", ["broken", "lb"]) == ("dev", ["app1", "app2",
-                                                                          "worker1"])
+    assert hd._environment(INVENTORY, "dev", ["broken", "worker1"]) == ("dev", ["app1", "app2",
+                                                                              "lb"])
     assert hd._environment({"p": {"env": "prod", "roles": ["app"]}}, None) == ("prod", ["p"])
-    for skip in (["papp"], "broken", [["broken"]]):
-        with pytest.raises(SaltInvocationError, match=r"^deploy:skip must be a list of hosts "
-                                                      r"of dev a deploy touches \(app1, "):
+    for skip in (["papp"], "broken", [["broken"]], ["lb"]):
+        with pytest.raises(SaltInvocationError, match=r"^deploy:skip must be a list of app or "
+                                                      r"worker hosts of dev \(app1, app2, broken, "
+                                                      r"worker1\), not "):
             hd._environment(INVENTORY, "dev", skip)
 
 
@@ -524,6 +525,7 @@ def test_a_deploy_is_refused_while_an_app_host_is_out_of_the_pool(tmp_path):
     got = hd.plan(rev="main", env="dev", skip=["broken"])
     assert got["Error"].startswith("app hosts out of the pool (app2 is DRAIN on lb), as a "
                                    "deploy that died midway leaves them: "), got
+    assert hd.status() == {}  # refused under the lock: freed
     assert "hpd_release.resolve" not in [fun for _, fun, _ in calls]
     assert hd.plan(rev="main", env="dev", skip=["broken", "app2"])["app"] == ["app1"]
 
