@@ -64,14 +64,15 @@ def test_a_worker_processes_a_job(lab, highstate, worker, site):
 
 
 def test_a_worker_that_dies_is_started_again(lab, worker, site):
+    """systemd starts it again; it is active once the new worker consumes tasks
+    (Type=notify: READY=1 on Celery's worker_ready)."""
     unit = units(lab, worker, site)[0]
     before = main_pid(lab, worker, unit)
     lab.exec(worker, "systemctl", "kill", "--signal=SIGKILL", unit)
-    deadline = time.monotonic() + 60
-    while main_pid(lab, worker, unit) in ("0", before):
+    deadline = time.monotonic() + 120
+    while unit not in units(lab, worker, site) or main_pid(lab, worker, unit) in ("0", before):
         assert time.monotonic() < deadline, f"{unit} was not started again"
         time.sleep(1)
-    assert unit in units(lab, worker, site)
 
 
 def test_a_running_job_finishes_on_a_graceful_stop(lab, worker, site):
