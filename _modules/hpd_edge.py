@@ -1,12 +1,13 @@
 """
-The farm's edge (the lb and varnish roles): haproxy's app pool from the inventory
-and the Salt mine, and the values Varnish's VCL is written from.
+The farm's edge (the lb and varnish roles): haproxy's app pool from the inventory,
+and the values Varnish's VCL is written from.
 
 ``hpd_edge.app_pool``
     the app hosts haproxy balances over: the environment's app hosts (pillar
     ``hpd:peers:app``, the master's inventory; never a minion's own claim),
-    each at the address it publishes to the Salt mine; a host the mine says
-    nothing of keeps its last known address.
+    each at the inventory's address for it (``hpd:addresses``), else where its
+    name resolves on the lb host; a host with neither keeps its last known
+    address.
 ``hpd_edge.vcl``
     regular expressions, ACL entries and redirects for the VCL template, from
     the varnish role's settings.
@@ -16,7 +17,8 @@ and the Salt mine, and the values Varnish's VCL is written from.
     read from it by the varnish hosts.
 
 The computations are plain functions of plain data (the ``_``-prefixed
-helpers); the public functions only read pillar, the mine and a file.
+helpers); the public functions only read pillar, the resolver, the mine (the
+error page) and a file.
 """
 
 import ipaddress
@@ -32,9 +34,8 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "hpd_edge"
 
-#: The mine functions every host publishes (pillar/common/init.sls): its addresses,
-#: and the site's error page where the site runs.
-MINE_FUNCTION = "hpd_addresses"
+#: The mine function the app hosts publish (pillar/common/init.sls): the site's
+#: error page.
 ERROR_PAGE_FUNCTION = "hpd_error_page"
 #: The error page's name in a release (salt/site/static.sls renders it).
 ERROR_PAGE = "500.html"
@@ -45,8 +46,8 @@ def __virtual__():
 
 
 def _private_address(addresses):
-    """The first IPv4 address that is not a loopback one in a mine entry (the
-    ``fqdn_ip4`` grain: where the host's name resolves), or None."""
+    """The first IPv4 address that is not a loopback one in ``addresses`` (one
+    or a list), or None."""
     if isinstance(addresses, str):
         addresses = [addresses]
     if not isinstance(addresses, (list, tuple)):
@@ -61,15 +62,16 @@ def _private_address(addresses):
     return None
 
 
-def _app_pool(peers, mined, known):
+def _app_pool(peers, found, known):
     """
     Pure computation behind :func:`app_pool`: ``({minion id: address}, [ids
     left out])``. Membership is ``peers`` (the inventory's); each peer's address
-    is the mine's, else the last known one; a peer with neither is left out.
+    is the one ``found`` for it (the inventory's, else its name's), else the
+    last known one; a peer with neither is left out.
     """
     pool, missing = {}, []
     for peer in sorted(set(peers or [])):
-        address = _private_address((mined or {}).get(peer)) or (known or {}).get(peer)
+        address = _private_address((found or {}).get(peer)) or (known or {}).get(peer)
         if address:
             pool[peer] = address
         else:
@@ -86,18 +88,41 @@ def _read_known(path):
     return known if isinstance(known, dict) else {}
 
 
+def _found(peers, listed, role):
+    """``{peer: address or None}``: the inventory's address of each peer
+    (``listed``, pillar ``hpd:addresses``), else where its name resolves on this
+    host, else None. An inventory address that is not an IPv4 address is an
+    error naming it."""
+    found = {}
+    for peer in peers:
+        if peer in listed:
+            address = _private_address(listed[peer])
+            if address is None:
+                raise CommandExecutionError(
+                    f"inventory {peer}:address: {listed[peer]!r} is not an IPv4 address a host "
+                    f"can be reached at")
+            found[peer] = address
+            continue
+        try:
+            found[peer] = __salt__["hpd.resolve"]([peer], f"hpd:peers:{role}")[peer]
+        except CommandExecutionError as exc:
+            log.warning("hpd_edge: %s", exc)
+            found[peer] = None
+    return found
+
+
 def app_pool(known_file, role="app"):
     """
     The app pool haproxy balances over, as ``{minion id: address}``.
 
     Its members are the hosts of ``role`` in this host's environment (pillar
     ``hpd:peers:<role>``, from the master's inventory). Each one's address is
-    the first non-loopback IPv4 address it publishes to the Salt mine
-    (``hpd_addresses``); when the mine has nothing for a member (the mine
-    emptied, a master that lost its cache), its address in the last pool
-    haproxy was given (the JSON file ``known_file``, which the lb role writes)
-    is kept. A member with neither is left
-    out and logged; an error when that leaves out every member.
+    the inventory's (pillar ``hpd:addresses``), else where its name resolves on
+    this host (DNS or /etc/hosts), never what the host says of itself (its
+    grains, the mine). A member with no address (a name that no longer
+    resolves) keeps its address in the last pool haproxy was given (the JSON
+    file ``known_file``, which the lb role writes); a member with neither is
+    left out and logged; an error when that leaves out every member.
 
     CLI Example:
 
@@ -105,16 +130,17 @@ def app_pool(known_file, role="app"):
 
         salt lb hpd_edge.app_pool /var/lib/hpd/lb/pool.json
     """
-    peers = ((__pillar__.get("hpd") or {}).get("peers") or {}).get(role) or []
-    mined = __salt__["mine.get"](peers, MINE_FUNCTION, tgt_type="list") if peers else {}
-    pool, missing = _app_pool(peers, mined, _read_known(known_file))
+    hpd = __pillar__.get("hpd") or {}
+    peers = (hpd.get("peers") or {}).get(role) or []
+    found = _found(peers, hpd.get("addresses") or {}, role)
+    pool, missing = _app_pool(peers, found, _read_known(known_file))
     if missing:
-        log.warning("hpd_edge: no address for %s (mine function %s, nor in %s)",
-                    ", ".join(missing), MINE_FUNCTION, known_file)
+        log.warning("hpd_edge: no address for %s (not in the inventory, not resolved, nor in "
+                    "%s)", ", ".join(missing), known_file)
     if peers and not pool:
         raise CommandExecutionError(
-            f"hpd:peers:{role}: no address for any of {', '.join(sorted(peers))}: the mine "
-            f"({MINE_FUNCTION}) has none and no pool is known yet ({known_file})"
+            f"hpd:peers:{role}: no address for any of {', '.join(sorted(peers))}: the inventory "
+            f"gives none, the names do not resolve and no pool is known yet ({known_file})"
         )
     return pool
 

@@ -35,11 +35,13 @@ The computations are plain functions (the ``_``-prefixed helpers and
 
 import datetime
 import fcntl
+import ipaddress
 import json
 import logging
 import multiprocessing
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
@@ -420,13 +422,22 @@ def notify(site, env, phase, step=None, result=None, comment=None):
 # ---------------------------------------------------------------------------
 
 
-def _address(grains):
-    """The address a host's services listen on, as hpd.service_address finds it
-    on the host: the first non-loopback IPv4 address its name resolves to."""
-    for address in (grains or {}).get("fqdn_ip4") or []:
-        if not address.startswith("127."):
-            return address
-    return None
+def _address(host, entry):
+    """Where the master reaches ``host``'s services: the address its inventory
+    ``entry`` gives (an IPv4 address), else the first IPv4 address its name
+    resolves to on the master; never what the host says of itself (its grains).
+    ``(address, None)``, or ``(None, why)``."""
+    given = (entry or {}).get("address") if isinstance(entry, dict) else None
+    if given is not None:
+        try:
+            return str(ipaddress.IPv4Address(str(given))), None
+        except ValueError:
+            return None, f"inventory {host}:address: {given!r} is not an IPv4 address"
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return None, f"no address: none in the inventory and the name does not resolve ({exc})"
+    return infos[0][4][0], None
 
 
 def _verdict(status, body, release):
@@ -479,15 +490,15 @@ def _wait_healthy(url, release, timeout, interval, passes):
 
 
 def _gate(urls, release, timeout, interval, passes):
-    """Every host's verdict, polled at once; the gate's return."""
+    """Every host's verdict, polled at once; the gate's return. ``urls``: host ->
+    its health URL, or why it has none."""
     with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
         futures = {host: pool.submit(_wait_healthy, url, release, timeout, interval, passes)
-                   for host, url in urls.items() if url}
+                   for host, url in urls.items() if url.startswith("http")}
         hosts = {host: f.result() for host, f in futures.items()}
-    for host in sorted(h for h, url in urls.items() if not url):
+    for host in sorted(h for h, url in urls.items() if not url.startswith("http")):
         hosts[host] = {"healthy": False, "url": None, "status": None, "release": None,
-                       "seconds": 0, "reason": "no address (no fqdn_ip4 grain in the "
-                                               "master's cache)"}
+                       "seconds": 0, "reason": urls[host]}
     failed = {h: v["reason"] for h, v in sorted(hosts.items()) if not v["healthy"]}
     comment = ("; ".join(f"{h}: {r}" for h, r in failed.items()) if failed
                else f"{', '.join(sorted(hosts))} serve release {release}")
@@ -502,9 +513,10 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, pas
     proxy, not through the load balancer), every ``interval`` seconds until it
     answers 200 with JSON whose ``release`` is ``release`` ``passes`` times in a
     row (a chain reload serves old and new workers side by side for a while), or
-    ``timeout`` seconds pass. The address is where the host's services listen:
-    the first non-loopback address of its ``fqdn_ip4`` grain, as the master
-    caches it.
+    ``timeout`` seconds pass. The address: the master's inventory's for the
+    host, else where its name resolves on the master; never what the host says
+    of itself (a compromised host could point the gate at another that answers
+    well).
 
     Returns ``{"result", "release", "failed": {host: why}, "hosts": {host:
     {"healthy", "url", "status", "release", "seconds", "reason"}}, "comment"}``;
@@ -523,11 +535,11 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, pas
         raise SaltInvocationError("hosts: name at least one app host")
     if not isinstance(port, int) or not 0 < port < 65536:
         raise SaltInvocationError(f"port must be a TCP port number, not {port!r}")
-    grains = __salt__["cache.grains"](tgt=list(hosts), tgt_type="list")
+    inventory = __salt__["hpd_trust.inventory"]()
     urls = {}
     for host in hosts:
-        address = _address(grains.get(host))
-        urls[host] = f"http://{address}:{port}{path}" if address else None
+        address, why = _address(host, inventory.get(host))
+        urls[host] = f"http://{address}:{port}{path}" if address else why
     ret = _gate(urls, release, timeout, interval, passes)
     return ret if ret["result"] else _failed(ret)
 

@@ -9,13 +9,20 @@
 {%- from 'hosts.jinja' import hosts with context %}
 {%- set minion = hosts[grains['id']] %}
 {%- set peers = {} %}
+{%- set addresses = {} %}
 {%- for id, other in hosts | dictsort if other.env == minion.env %}
 {%-   for role in other.roles %}
 {%-     do peers.setdefault(role, []).append(id) %}
 {%-   endfor %}
+{%-   if inventory[id].address is defined %}
+{%-     do addresses.update({id: inventory[id].address}) %}
+{%-   endif %}
 {%- endfor %}
 hpd:
   env: {{ minion.env | json }}
   roles: {{ minion.roles | json }}
   # Hosts of this environment by role (minion ids, names every host resolves).
   peers: {{ peers | json }}
+  # The inventory's addresses of this environment's hosts (those it gives
+  # one): where the lb hosts send requests, rather than where a name resolves.
+  addresses: {{ addresses | json }}

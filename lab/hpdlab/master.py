@@ -108,10 +108,12 @@ class Master:
         state.setdefault("master", {})["pid"] = self.master_pid()
 
     def write_inventory(self, state):
-        """The master's inventory: minion id -> roles, env (the lab's, or an operator's)."""
+        """The master's inventory: minion id -> roles, env, address (the lab's, or an
+        operator's)."""
         inv = self.master_dir / "inventory"
         inv.mkdir(parents=True, exist_ok=True)
-        data = {n: {"roles": h["roles"], "env": h["env"]} for n, h in state["hosts"].items()}
+        data = {n: {"roles": h["roles"], "env": h["env"], "address": h["address"]}
+                for n, h in state["hosts"].items()}
         tmp = inv / "inventory.yaml.tmp"
         tmp.write_text("# Written by lab/labctl from the lab spec.\n" + yaml.safe_dump(data))
         tmp.rename(inv / "inventory.yaml")

@@ -1,12 +1,7 @@
-# What every host publishes to the Salt mine: its addresses (where its name
-# resolves: grain fqdn_ip4; a function of Salt's own, so a minion publishes it
-# from its first start, before it synced the tree's modules), read by the lb
-# hosts for haproxy's pool (hpd_edge.app_pool); and where the site runs, its
-# error page (salt/site/static.sls, published by salt/site/switch.sls), read by
-# the varnish hosts.
+# What the app hosts publish to the Salt mine: where the site runs, its error
+# page (salt/site/static.sls, published by salt/site/switch.sls), read by the
+# varnish hosts. No addresses: where a host is reached comes from the master's
+# inventory or from its name (hpd_edge.app_pool), never from the host.
 mine_functions:
-  hpd_addresses:
-    mine_function: grains.get
-    key: fqdn_ip4
   hpd_error_page:
     mine_function: hpd_edge.error_page

@@ -115,7 +115,7 @@ lb-haproxy-config-file-managed:
       - lb-tls-key-managed
       - lb-tls-certificate-managed
 
-{#- The pool haproxy now has: kept for when the mine has nothing (hpd_edge.app_pool). #}
+{#- The pool haproxy now has: kept for a host whose address is not found (hpd_edge.app_pool). #}
 lb-pool-file-managed:
   file.managed:
     - name: {{ haproxy.known_pool_file }}

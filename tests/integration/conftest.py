@@ -5,6 +5,7 @@ beside a demo lab without touching it. HPD_TEST_KEEP_LAB=1 leaves it up after th
 run (the next run reuses it), which makes iterating on one test fast.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -145,6 +146,23 @@ def through_the_pool(lab, lb, n):
     port = lab.salt(lb, "hpd.settings", "lb")[lb]["ports"]["pool"]
     lab.exec(lb, "sh", "-c", f"for i in $(seq {n}); do curl -s -o /dev/null -H 'Host: {DOMAIN}' "
              f"http://127.0.0.1:{port}/health/; done")
+
+
+@contextlib.contextmanager
+def claimed_address(lab, host, address):
+    """`host` claims `address` as its own for the block: its fqdn_ip4 grain (what
+    hpd.service_address and the master's grain cache read), as a compromised
+    host could; put back after."""
+    lab.salt(host, "grains.setval", "fqdn_ip4", json.dumps([address]))
+    lab.salt(host, "saltutil.refresh_grains")
+    lab.salt(host, "mine.update")
+    assert lab.salt(host, "grains.get", "fqdn_ip4")[host] == [address]
+    try:
+        yield
+    finally:
+        lab.salt(host, "grains.delkey", "fqdn_ip4", "force=True")
+        lab.salt(host, "saltutil.refresh_grains")
+        lab.salt(host, "mine.update")
 
 
 class EventBus:

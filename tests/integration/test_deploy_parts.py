@@ -19,7 +19,7 @@ import zipfile
 import pytest
 import salt.config
 import salt.utils.event
-from conftest import settled
+from conftest import claimed_address, settled
 
 import labctl
 
@@ -172,10 +172,14 @@ def health_server(lab, app):
     lab.exec(app, "rm", "-f", "/tmp/hpd-test-health.py")
 
 
-def test_the_health_gate_polls_the_host_at_its_service_address(lab, health_server):
+def test_the_health_gate_polls_the_host_at_its_inventory_address(lab, health_server):
+    """Not where the host says it is: a host claiming another's address cannot
+    have the gate ask that one."""
     app = health_server
-    rc, ok = salt_run(lab, "hpd_deploy.health", app, "r-test", "18000", "passes=2",
-                      "timeout=30")
+    other = next(h for h in lab.hosts if h != app)
+    with claimed_address(lab, app, lab.address(other)):
+        rc, ok = salt_run(lab, "hpd_deploy.health", app, "r-test", "18000", "passes=2",
+                          "timeout=30")
     assert rc == 0 and ok["result"] is True
     assert ok["hosts"][app]["url"] == f"http://{lab.address(app)}:18000/health/"
     rc, failed = salt_run(lab, "hpd_deploy.health", app, "r-new", "18000", "timeout=2")

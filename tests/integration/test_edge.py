@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from conftest import haproxy_app, settled
+from conftest import claimed_address, haproxy_app, settled
 from hpdlab.web import DOMAIN, fetch, login
 
 pytestmark = pytest.mark.lab
@@ -237,23 +237,22 @@ def test_grace_serves_the_stale_page_then_the_sites_error_page(lab, lb, app_host
 # ---------------------------------------------------------------------------
 
 
-def test_the_pool_is_the_app_hosts_and_survives_an_empty_mine(lab, lb):
+def test_the_pool_is_the_app_hosts_at_the_inventorys_addresses(lab, lb):
+    """An app host that claims another's address (its grains, what the mine once
+    published) changes nothing: the pool's addresses are the inventory's."""
     host, _ = lb
     apps = lab.hosts_with("app")
     assert sorted(servers(lab, host)) == apps
     config = lab.exec(host, "cat", HAPROXY_CFG).stdout
-    lab.salt("-L", ",".join(apps), "mine.flush")
-    try:
-        mined = lab.salt(host, "mine.get", ",".join(apps), "hpd_addresses", "tgt_type=list")
-        assert mined[host] == {}, "the mine still has the app hosts' addresses"
+    for app in apps:
+        assert f" {lab.address(app)}:" in config, f"{app} not at its inventory address"
+    with claimed_address(lab, apps[0], lab.address(apps[-1])):
         returned = lab.salt(host, "state.apply", "lb")[host]
-        assert isinstance(returned, dict), f"lb did not render without the mine: {returned}"
+        assert isinstance(returned, dict), returned
         changed = [r["__id__"] for r in returned.values() if r["changes"]]
         assert not changed and all(r["result"] for r in returned.values()), changed
         assert lab.exec(host, "cat", HAPROXY_CFG).stdout == config
-        assert sorted(servers(lab, host)) == apps
-    finally:
-        lab.salt("-L", ",".join(apps), "mine.update")
+    assert sorted(servers(lab, host)) == apps
 
 
 def test_a_drained_server_stays_drained_across_a_reload(lab, lb):

@@ -48,6 +48,7 @@ def test_pillar_comes_from_the_inventory(lab):
         for role, ids in pillar[host]["hpd"]["peers"].items():
             assert set(ids) <= peers
             assert all(role in lab.state["hosts"][i]["roles"] for i in ids)
+        assert pillar[host]["hpd"]["addresses"] == {n: lab.address(n) for n in peers}
 
 
 def test_highstate_applies_common_everywhere(lab, highstate):

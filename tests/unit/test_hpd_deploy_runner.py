@@ -374,8 +374,8 @@ def test_a_host_that_does_not_answer_fails_with_why(hd, health_server, clock):
 def test_gate_names_each_failed_host(hd, health_server):
     good = health_server([(200, "new")])
     bad = health_server([(200, "old")])
-    got = hd._gate({"app1": good.url, "app2": bad.url, "app3": None}, "new", timeout=1,
-                   interval=0.2, passes=2)
+    urls = {"app1": good.url, "app2": bad.url, "app3": "no address: none in the inventory"}
+    got = hd._gate(urls, "new", timeout=1, interval=0.2, passes=2)
     assert got["result"] is False
     assert got["hosts"]["app1"]["healthy"] is True
     assert sorted(got["failed"]) == ["app2", "app3"]
@@ -387,10 +387,14 @@ def test_gate_names_each_failed_host(hd, health_server):
         "app1 serve release new")
 
 
-def test_health_targets_each_hosts_service_address_and_fails_the_job(tmp_path, monkeypatch):
-    grains = {"app1": {"fqdn_ip4": ["127.0.1.1", "10.96.0.21"]}, "app2": {"fqdn_ip4": []}}
-    hd = load_runner(tmp_path, {"cache.grains": lambda tgt, tgt_type: {
-        h: g for h, g in grains.items() if h in tgt}})
+def test_health_targets_each_hosts_inventory_address_and_fails_the_job(tmp_path, monkeypatch):
+    """The inventory's address, else the name resolved on the master: never the
+    host's grains (none are asked)."""
+    inventory = {"app1": {"roles": ["app"], "env": "dev", "address": "10.96.0.21"},
+                 "localhost": {"roles": ["app"], "env": "dev"},
+                 "app2": {"roles": ["app"], "env": "dev", "address": "app2.example"},
+                 "app3.invalid": {"roles": ["app"], "env": "dev"}}
+    hd = load_runner(tmp_path, {"hpd_trust.inventory": lambda: inventory})
     seen = {}
 
     def gate(urls, release, timeout, interval, passes):
@@ -398,8 +402,11 @@ def test_health_targets_each_hosts_service_address_and_fails_the_job(tmp_path, m
         return {"result": False}
 
     monkeypatch.setattr(hd, "_gate", gate)
-    assert hd.health(["app1", "app2"], "r1", 8000) == {"result": False, "retcode": 1}
-    assert seen == {"app1": "http://10.96.0.21:8000/health/", "app2": None}
+    assert hd.health(list(inventory), "r1", 8000) == {"result": False, "retcode": 1}
+    assert seen["app1"] == "http://10.96.0.21:8000/health/"
+    assert seen["localhost"] == "http://127.0.0.1:8000/health/"
+    assert seen["app2"] == "inventory app2:address: 'app2.example' is not an IPv4 address"
+    assert seen["app3.invalid"].startswith("no address: none in the inventory and the name")
     assert hd.__context__["retcode"] == 1
 
 

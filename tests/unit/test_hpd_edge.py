@@ -1,4 +1,4 @@
-"""hpd_edge: haproxy's app pool (inventory + mine + last known pool) and the values
+"""hpd_edge: haproxy's app pool (inventory, names, last known pool) and the values
 the VCL is written from."""
 
 import json
@@ -26,7 +26,7 @@ def varnish_settings(**pillar):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mined", "expected"), [
+@pytest.mark.parametrize(("found", "expected"), [
     (["127.0.1.1", "10.0.0.21"], "10.0.0.21"),
     (["10.0.0.21", "10.0.0.99"], "10.0.0.21"),
     ("10.0.0.21", "10.0.0.21"),
@@ -37,29 +37,24 @@ def varnish_settings(**pillar):
     ({"not": "a list"}, None),
     (["garbage"], None),
 ])
-def test_a_hosts_address_is_its_first_ipv4_address_that_is_not_loopback(mined, expected):
-    assert EDGE._private_address(mined) == expected
+def test_a_hosts_address_is_its_first_ipv4_address_that_is_not_loopback(found, expected):
+    assert EDGE._private_address(found) == expected
 
 
-def test_the_pool_is_the_inventorys_app_hosts_at_their_mined_addresses():
+def test_the_pool_is_the_inventorys_app_hosts_at_the_addresses_found():
     pool, missing = EDGE._app_pool(
         ["app2", "app1"],
-        {"app1": ["10.0.0.21"], "app2": ["10.0.0.22"], "intruder": ["10.0.0.66"]},
+        {"app1": "10.0.0.21", "app2": "10.0.0.22", "intruder": "10.0.0.66"},
         {"app1": "10.0.0.99", "gone": "10.0.0.50"})
-    # The mine wins over the last known address; a minion the inventory does not
-    # list never joins, whatever it publishes; one it dropped leaves.
+    # What was found wins over the last known address; a minion the inventory
+    # does not list never joins; one it dropped leaves.
     assert pool == {"app1": "10.0.0.21", "app2": "10.0.0.22"}
     assert missing == []
 
 
-def test_an_empty_mine_keeps_the_last_known_pool():
-    known = {"app1": "10.0.0.21", "app2": "10.0.0.22"}
-    assert EDGE._app_pool(["app1", "app2"], {}, known) == (known, [])
-
-
-def test_a_host_the_mine_has_nothing_of_keeps_its_last_known_address():
+def test_a_host_without_an_address_keeps_its_last_known_one():
     pool, missing = EDGE._app_pool(["app1", "app2", "app3"],
-                                   {"app1": ["10.0.0.31"], "app2": []},
+                                   {"app1": "10.0.0.31", "app2": None, "app3": None},
                                    {"app2": "10.0.0.22"})
     assert pool == {"app1": "10.0.0.31", "app2": "10.0.0.22"}
     assert missing == ["app3"]
@@ -67,38 +62,51 @@ def test_a_host_the_mine_has_nothing_of_keeps_its_last_known_address():
 
 @pytest.fixture
 def loaded(tmp_path):
-    """The module as the loader would give it: pillar, mine.get, a known pool file."""
+    """The module as the loader would give it: pillar, a resolver (hpd.resolve)
+    that knows ``names``, a known pool file; no mine, no grains."""
     module = load_source("_modules/hpd_edge.py")
     calls = []
-    module.__pillar__ = {"hpd": {"peers": {"app": ["app1", "app2"], "lb": ["lb"]}}}
+    module.__pillar__ = {"hpd": {"peers": {"app": ["app1", "app2"], "lb": ["lb"]},
+                                 "addresses": {"app1": "10.0.0.21"}}}
+    module.names = {"app1": "10.0.0.91", "app2": "10.0.0.22"}
 
-    def mine_get(tgt, fun, tgt_type):
-        calls.append((tgt, fun, tgt_type))
-        return module.mined
+    def resolve(names, key):
+        calls.append((names, key))
+        if names[0] not in module.names:
+            raise CommandExecutionError(f"{key}: host {names[0]!r} does not resolve")
+        return {names[0]: module.names[names[0]]}
 
-    module.__salt__ = {"mine.get": mine_get}
-    module.mined = {}
+    module.__salt__ = {"hpd.resolve": resolve}
     module.calls = calls
     module.known = tmp_path / "pool.json"
     return module
 
 
-def test_app_pool_asks_the_mine_for_the_inventorys_app_hosts(loaded):
-    loaded.mined = {"app1": ["10.0.0.21"], "app2": ["127.0.1.1", "10.0.0.22"]}
+def test_app_pool_takes_the_inventorys_address_else_resolves_the_name(loaded):
     assert loaded.app_pool(str(loaded.known)) == {"app1": "10.0.0.21", "app2": "10.0.0.22"}
-    assert loaded.calls == [(["app1", "app2"], "hpd_addresses", "list")]
+    assert loaded.calls == [(["app2"], "hpd:peers:app")]
 
 
-def test_app_pool_reads_the_last_known_pool_when_the_mine_is_empty(loaded):
-    loaded.known.write_text(json.dumps({"app1": "10.0.0.21", "app2": "10.0.0.22"}))
+def test_app_pool_reads_the_last_known_pool_for_a_name_that_does_not_resolve(loaded):
+    loaded.names = {}
+    loaded.known.write_text(json.dumps({"app1": "10.0.0.99", "app2": "10.0.0.22"}))
     assert loaded.app_pool(str(loaded.known)) == {"app1": "10.0.0.21", "app2": "10.0.0.22"}
 
 
 @pytest.mark.parametrize("known", [None, "not json", "[1, 2]"])
 def test_app_pool_fails_naming_the_key_when_no_member_has_an_address(loaded, known):
+    loaded.__pillar__["hpd"]["addresses"] = {}
+    loaded.names = {}
     if known is not None:
         loaded.known.write_text(known)
     with pytest.raises(CommandExecutionError, match=r"hpd:peers:app: no address for any of app1"):
+        loaded.app_pool(str(loaded.known))
+
+
+@pytest.mark.parametrize("address", ["app1.example", "127.0.0.1", "", None])
+def test_an_inventory_address_that_is_not_one_is_an_error_naming_it(loaded, address):
+    loaded.__pillar__["hpd"]["addresses"] = {"app1": address}
+    with pytest.raises(CommandExecutionError, match=r"inventory app1:address: .* is not an IPv4"):
         loaded.app_pool(str(loaded.known))
 
 

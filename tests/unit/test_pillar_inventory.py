@@ -10,8 +10,8 @@ from test_hpd import REPO
 
 INVENTORY = {"db": {"roles": ["db"], "env": "dev"},
              "db2": {"roles": ["db_replica"], "env": "dev"},
-             "app1": {"roles": ["app"], "env": "dev"},
-             "pdb": {"roles": ["db", "cache"], "env": "production"},
+             "app1": {"roles": ["app"], "env": "dev", "address": "10.0.0.21"},
+             "pdb": {"roles": ["db", "cache"], "env": "production", "address": "10.1.0.40"},
              "pdb2": {"roles": ["db_replica"], "env": "production"}}
 
 
@@ -46,3 +46,8 @@ def test_each_environment_has_its_own_primary(tmp_path):
     hpd = render(tmp_path, "pdb", {"dev": "db", "production": "pdb2"})
     assert sorted(hpd["roles"]) == ["cache", "db_replica"]
     assert hpd["peers"]["db"] == ["pdb2"] and hpd["peers"]["cache"] == ["pdb"]
+
+
+def test_the_addresses_are_the_inventorys_of_the_hosts_environment(tmp_path):
+    assert render(tmp_path, "db")["addresses"] == {"app1": "10.0.0.21"}
+    assert render(tmp_path, "pdb2")["addresses"] == {"pdb": "10.1.0.40"}
