@@ -183,9 +183,11 @@ def settings(role, saltenv=None, unmask=False):
 def service_address(preferred=None, key="listen_address"):
     """
     The IPv4 address a farm service listens on: ``preferred`` when pillar sets
-    one, else the first non-loopback address this host's name resolves to (grain
-    ``fqdn_ip4``: where the other hosts reach it). Never a wildcard address; an
-    error naming the pillar ``key`` when there is none.
+    one (pillar ``key``), else the master's inventory's address for this host
+    (pillar ``hpd:addresses``: where the lb hosts and the deploy's health gate
+    reach it), else the first non-loopback address this host's name resolves to
+    (grain ``fqdn_ip4``). Never a wildcard address; an error naming the pillar
+    ``key`` when there is none.
 
     CLI Example:
 
@@ -195,11 +197,15 @@ def service_address(preferred=None, key="listen_address"):
     """
     if preferred:
         return preferred
+    listed = ((__pillar__.get("hpd") or {}).get("addresses") or {}).get(__grains__.get("id"))
+    if listed:
+        return listed
     for address in __grains__.get("fqdn_ip4", []):
         if not address.startswith("127."):
             return address
     raise CommandExecutionError(
-        f"{__grains__.get('fqdn')} resolves to no non-loopback IPv4 address; set pillar {key}"
+        f"{__grains__.get('fqdn')} resolves to no non-loopback IPv4 address; set its address in "
+        f"the inventory or pillar {key}"
     )
 
 

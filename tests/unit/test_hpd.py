@@ -225,3 +225,23 @@ def test_pg_standby_settings_raise_what_a_standby_needs_to_postgresqls_defaults(
     assert standby == {"max_worker_processes": 8, "max_wal_senders": 20, "work_mem": "4MB",
                        "max_locks_per_transaction": 64}
     assert tuned["max_worker_processes"] == 1  # input unchanged
+
+
+def service_address(preferred=None, fqdn_ip4=("10.77.0.40",), listed=None):
+    hpd = load_source("_modules/hpd.py")
+    hpd.__grains__ = {"id": "db", "fqdn": "db", "fqdn_ip4": list(fqdn_ip4)}
+    hpd.__pillar__ = {"hpd": {"addresses": {"db": listed, "app1": "10.77.0.21"}}} if listed \
+        else {}
+    return hpd.service_address(preferred, "db:listen_address")
+
+
+def test_the_inventorys_address_wins_over_the_hosts_own_and_pillar_over_both():
+    """Where the other hosts reach it (the inventory's address), not where its
+    own name resolves; the role's listen_address pillar when set."""
+    assert service_address() == "10.77.0.40"
+    assert service_address(fqdn_ip4=["127.0.1.1", "10.77.0.43"]) == "10.77.0.43"
+    assert service_address(listed="10.77.0.41") == "10.77.0.41"
+    assert service_address("10.77.0.42", listed="10.77.0.41") == "10.77.0.42"
+    with pytest.raises(CommandExecutionError, match=r"set its address in the inventory or pillar "
+                                                    r"db:listen_address"):
+        service_address(fqdn_ip4=["127.0.1.1"])

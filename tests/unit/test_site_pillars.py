@@ -27,7 +27,7 @@ SECRET_KEY = "a-real-django-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
     ("site", {"wsgi_module": "hpdexample.wsgi"}, "site:wsgi_module"),
     ("app", {"port": "eighty"}, "app:port"),
     ("app", {"port": 70000}, "app:port"),
-    ("app", {"listen_address": "0.0.0.0"}, "app:listen_address"),
+    ("app", {"listen_address": "10.0.0.5"}, "app"),  # the inventory's address
     ("app", {"uwsgi": {"processes": "many"}}, "app:uwsgi:processes"),
     ("app", {"uwsgi": {"threads": 0}}, "app:uwsgi:threads"),
     ("app", {"uwsgi": {"max-requests-delta": 10}}, "app:uwsgi"),
