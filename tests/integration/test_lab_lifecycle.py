@@ -101,7 +101,9 @@ def test_a_host_cannot_claim_another_environment_or_role(small_lab):
         assert time.monotonic() < deadline, "the minion did not come back with its claim"
         time.sleep(2)
     pillar = salt_json("liar,web1", "-L", "pillar.items", "unmask=True")
-    assert pillar["liar"]["hpd"] == {"env": "dev", "roles": [], "peers": {"app": ["web1"]}}
+    addresses = {n: h["address"] for n, h in labctl.Lab(NAME).load()["hosts"].items()}
+    assert pillar["liar"]["hpd"] == {"env": "dev", "roles": [], "peers": {"app": ["web1"]},
+                                     "addresses": addresses}
     assert pillar["liar"]["highperf"] == pillar["web1"]["highperf"]  # dev's, not production's
     top = salt_json("liar", "state.show_top")["liar"]
     assert top == {"base": ["common", "heal"]}
