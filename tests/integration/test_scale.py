@@ -41,18 +41,14 @@ def runs(seen, fun, phase):
             and d.get("fun") == f"runner.{fun}"]
 
 
-def units_to_heal(lab, count):
-    """``count`` (host, unit) pairs, no two the same, of the running units of the
-    lab's hosts (asked before the test listens to the bus)."""
+def heal_events(lab, count):
+    """``count`` service beacon events, each from the host it is about, saying
+    one of its running units stopped (the heal then finds it active), no two
+    about the same unit; the (host, unit) of each."""
     pairs = [(host, unit) for host in lab.hosts if host != HOST
              for unit in lab.salt(host, "hpd_heal.units")[host]]
     assert len(pairs) >= count, f"the lab's hosts have only {len(pairs)} units: {pairs}"
-    return pairs[:count]
-
-
-def fire_heal_events(lab, events):
-    """A service beacon event for each (host, unit) of ``events``, from the host
-    it is about, saying the unit stopped (the heal then finds it active)."""
+    events = pairs[:count]
 
     def fire(event):
         host, unit = event
@@ -64,6 +60,7 @@ def fire_heal_events(lab, events):
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fire, events))
+    return set(events)
 
 
 def heals_of(seen, events):
@@ -90,8 +87,7 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
     followers = sorted({h for role in ("lb", "db", "db_replica", "cdn", "backup")
                         for h in lab.hosts_with(role)})
     try:
-        events = units_to_heal(lab, HEAL_EVENTS)
-        with EventBus(lab) as bus, ThreadPoolExecutor(2) as pool:
+        with EventBus(lab) as bus, ThreadPoolExecutor(1) as pool:
             adding = pool.submit(labctl, lab, "add", HOST, "--roles", "app", "--memory", "512",
                                  "--cpus", "1")
             # The reaction to the new host's start hands its scale-out off as a
@@ -101,12 +97,10 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
             bus.wait(lambda seen: [d for d in runs(seen, "hpd_scale.react", "ret")
                                    if isinstance(d["return"], dict) and "jid" in d["return"]],
                      30, "the start's reaction returning the scale-out's job")
-            # Fired from another thread: this one reads the bus meanwhile (the
-            # master's publisher drops a subscriber that stops reading).
-            firing = pool.submit(fire_heal_events, lab, events)
-            healed = bus.wait(lambda seen: firing.done() and firing.result() is None
-                              and len(found := heals_of(seen, set(events))) >= len(events)
-                              and found, 300, f"{len(events)} heal reactions")
+            events = heal_events(lab, HEAL_EVENTS)
+            healed = bus.wait(lambda seen: (found := heals_of(seen, events))
+                              and len(found) >= len(events) and found, 120,
+                              f"{len(events)} heal reactions")
             assert not scaled(bus, "joined"), "the scale-out ended before the heals: no test"
             assert all(d["success"] and d["return"]["state"] == "active" for d in healed), healed
             added = adding.result()
