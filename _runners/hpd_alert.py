@@ -15,10 +15,10 @@ Where incidents come from:
 - other runners (:func:`raise_alert`, :func:`clear`): a unit the reactor gave
   up restarting (_runners/hpd_heal.py).
 
-:func:`record` checks each event and hands it to :func:`deliver` (a job of its
-own): a JSON line in ``hpd-alerts.log`` beside the master's log, a counter in
-Graphite on the environment's monitoring host (``alerts.<host>.<check>.<severity>``,
-the number so far), and a POST to the webhook pillar ``alerts:webhook`` names.
+:func:`record` handles each event: a JSON line in ``hpd-alerts.log`` beside the
+master's log, a counter in Graphite on the environment's monitoring host
+(``alerts.<host>.<check>.<severity>``, the number so far), and a POST to the
+webhook pillar ``alerts:webhook`` names.
 
 The reactions hand the events over as they came; :func:`observe` and
 :func:`record` refuse, with one line in the master's log and nothing done, an
@@ -362,11 +362,15 @@ def _post(url, token, timeout, body):
 
 def record(tag, data):
     """
-    What the reactor does with each ``hpd/alert/...`` event: refused (one line
-    in the master's log, nothing done) for a minion's event, a tag
+    What the reactor does with each ``hpd/alert/...`` event: a JSON line in
+    ``hpd-alerts.log`` beside the master's log; the number of such events of the
+    host's check so far to Graphite on its environment's monitoring host
+    (``hpd_heal.alert_metric`` there); a POST of the event, as JSON, to the
+    webhook pillar ``alerts:webhook`` of the host names, with the token of pillar
+    ``monitoring:alerts:webhook_token`` of that monitoring host. Refused (one
+    line in the master's log, nothing done) for a minion's event, a tag
     :func:`_recorded` does not read, a host that is no accepted minion of the
-    inventory; else :func:`deliver`, as a job of its own (a webhook may be slow
-    to answer): the reaction returns its jid at once.
+    inventory.
 
     CLI Example:
 
@@ -380,26 +384,6 @@ def record(tag, data):
         __salt__["hpd_trust.known"](host)
     except SaltInvocationError as exc:
         return __salt__["hpd_trust.refused"]("hpd_alert", tag, exc)
-    return __salt__["hpd_trust.hand_off"]("hpd_alert.deliver", tag=tag, data=data)
-
-
-def deliver(tag, data):
-    """
-    An alert event ``hpd/alert/<kind>/<host>/<check>`` (as :func:`record`
-    accepted it): a JSON line in ``hpd-alerts.log`` beside the master's log; the
-    number of such events of the host's check so far to Graphite on its
-    environment's monitoring host (``hpd_heal.alert_metric`` there); a POST of
-    the event, as JSON, to the webhook pillar ``alerts:webhook`` of the host
-    names, with the token of pillar ``monitoring:alerts:webhook_token`` of that
-    monitoring host. Returns the log's line.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hpd_alert.deliver hpd/alert/warning/app1/disk-root '{detail: {}}'
-    """
-    kind, host, check = _recorded(tag)
     with _store() as store:
         total = _count(store, host, check, kind)
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

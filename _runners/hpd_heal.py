@@ -47,15 +47,14 @@ def beacon(tag, data):
     the master's log and nothing done, unless ``<host>`` sent it, is an
     accepted minion of the inventory (_runners/hpd_trust.py) and ``<unit>`` a
     unit's name; else :func:`service` (which the host refuses for a unit not
-    of its roles), as a job of its own: the reaction returns its jid at once.
+    of its roles).
     """
     try:
         host, rest = __salt__["hpd_trust.sender"](tag, data)
         unit, running = _unit_event(host, rest, data)
     except SaltInvocationError as exc:
         return __salt__["hpd_trust.refused"]("hpd_heal", tag, exc)
-    return __salt__["hpd_trust.hand_off"]("hpd_heal.service", minion=host, name=unit,
-                                          running=running)
+    return service(host, unit, running)
 
 
 def service(minion, name, running, timeout=900):

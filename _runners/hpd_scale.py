@@ -109,8 +109,7 @@ def react(tag, data):
     nothing (None). Refused, with one line in the master's log and nothing done:
     a key event a minion sent, an accepted key of a host the inventory lacks, a
     deleted key still accepted, a start sent by another minion than the one it
-    names, or by one not accepted or not in the inventory. :func:`joined` and
-    :func:`left` run as jobs of their own: the reaction returns their jid at once.
+    names, or by one not accepted or not in the inventory.
     """
     try:
         if tag != "salt/key":
@@ -128,9 +127,7 @@ def react(tag, data):
             return None
     except SaltInvocationError as exc:
         return __salt__["hpd_trust.refused"]("hpd_scale", tag, exc)
-    if step is accepted:  # a file written: at once, before the host's start comes
-        return accepted(minion)
-    return __salt__["hpd_trust.hand_off"](f"hpd_scale.{step.__name__}", minion=minion)
+    return step(minion)
 
 
 def accepted(minion):

@@ -19,12 +19,6 @@ check them here before they act:
 
 A refusal is one line in the master's log naming the event (quoted: a tag may
 hold newlines), and nothing else happens.
-
-What an accepted event asks for runs as a runner job of its own
-(:func:`hand_off`): the reaction returns at once, so a long step (a host's
-highstate when it joins, a unit's heal, a webhook that does not answer) never
-holds one of the reactor's threads (``reactor_worker_threads``, 10), and a few
-hosts joining during an outage do not starve its healing.
 """
 
 import logging
@@ -32,7 +26,6 @@ import os
 import re
 
 import salt.key
-import salt.runner
 import salt.utils.yaml
 from salt.exceptions import SaltInvocationError
 
@@ -146,19 +139,3 @@ def refused(runner, tag, why):
     log.warning("%s: refused the event %r: %s", runner, tag, why)
     return {"refused": str(why)}
 
-
-def hand_off(fun, **kwarg):
-    """
-    Start the runner function ``fun`` with ``kwarg`` as a job of its own (a
-    process of the master, its events ``salt/run/<jid>/new`` and ``.../ret``)
-    and return at once: ``{"jid", "tag"}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hpd_trust.hand_off hpd_heal.service minion=cache1 name=memcached running=False
-    """
-    with salt.runner.RunnerClient(__opts__) as client:
-        return client.asynchronous(fun, {"fun": fun, "arg": [], "kwarg": kwarg},
-                                   user="hpd-reactor")

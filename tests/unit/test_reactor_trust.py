@@ -6,9 +6,7 @@ send it, a host that is no accepted minion of the inventory, a bad unit or
 check name (_runners/hpd_trust.py, hpd_heal.py, hpd_alert.py, hpd_scale.py)."""
 
 import logging
-import os
 import re
-import time
 
 import pytest
 import salt.config
@@ -111,22 +109,11 @@ def trust(tmp_path):
 
 
 def runner_with_trust(path, trust, **salt):
-    """The runner at ``path`` with hpd_trust's checks; the jobs it hands off are
-    in ``runner.handed`` as (fun, kwarg)."""
     runner = load_source(path)
-    runner.handed = []
-
-    def hand_off(fun, **kwarg):
-        runner.handed.append((fun, kwarg))
-        return {"jid": "20261207000000000000", "tag": "salt/run/20261207000000000000"}
-
     runner.__salt__ = {f"hpd_trust.{name}": getattr(trust, name)
                        for name in ("sender", "known", "accepted", "minion_id", "from_master",
-                                    "refused")} | {"hpd_trust.hand_off": hand_off} | salt
+                                    "refused")} | salt
     return runner
-
-
-JOB = {"jid": "20261207000000000000", "tag": "salt/run/20261207000000000000"}
 
 
 def refusals(caplog):
@@ -184,8 +171,11 @@ def test_a_refusal_is_one_line_naming_the_event(trust, caplog):
 
 
 @pytest.fixture
-def heal(trust):
-    return runner_with_trust("_runners/hpd_heal.py", trust)
+def heal(trust, monkeypatch):
+    runner = runner_with_trust("_runners/hpd_heal.py", trust)
+    runner.asked = []
+    monkeypatch.setattr(runner, "service", lambda *args: runner.asked.append(args) or "healed")
+    return runner
 
 
 def service_event(host, unit, sender=None, running=False):
@@ -197,10 +187,9 @@ def service_event(host, unit, sender=None, running=False):
 @pytest.mark.parametrize("unit, running", [("memcached", False), ("example-worker@2", True),
                                            ("postgresql@15-main", False),
                                            ("hpd-backup-dump.timer", False)])
-def test_a_service_beacon_event_of_its_host_hands_its_heal_off_as_a_job(heal, unit, running):
-    assert heal.beacon(*service_event("cache1", unit, running=running)) == JOB
-    assert heal.handed == [("hpd_heal.service",
-                            {"minion": "cache1", "name": unit, "running": running})]
+def test_a_service_beacon_event_of_its_host_asks_the_host_to_heal(heal, unit, running):
+    assert heal.beacon(*service_event("cache1", unit, running=running)) == "healed"
+    assert heal.asked == [("cache1", unit, running)]
 
 
 @pytest.mark.parametrize("event, why", [
@@ -223,7 +212,7 @@ def test_a_service_beacon_event_is_refused_with_one_line_and_nothing_done(heal, 
     with caplog.at_level(logging.WARNING):
         assert heal.beacon(*event) == {"refused": why}
     assert refusals(caplog) == [f"hpd_heal: refused the event {event[0]!r}: {why}"]
-    assert heal.handed == []
+    assert heal.asked == []
 
 
 def test_the_unit_pattern_is_the_heal_schemas():
@@ -327,13 +316,6 @@ def test_an_alert_event_is_refused_with_one_line_and_nothing_done(alert, caplog,
         assert alert.record(tag, data)["refused"].startswith(why)
     assert len(refusals(caplog)) == 1
     assert not (tmp_path / "master").exists() and not (tmp_path / "hpd-alerts.log").exists()
-    assert alert.handed == []
-
-
-def test_an_alert_event_of_the_master_is_delivered_by_a_job_of_its_own(alert):
-    tag, data = "hpd/alert/critical/cache1/minion", {"severity": "critical", "detail": {}}
-    assert alert.record(tag, data) == JOB
-    assert alert.handed == [("hpd_alert.deliver", {"tag": tag, "data": data})]
 
 
 # scale
@@ -343,8 +325,9 @@ def test_an_alert_event_of_the_master_is_delivered_by_a_job_of_its_own(alert):
 def scale(trust, monkeypatch):
     runner = runner_with_trust("_runners/hpd_scale.py", trust)
     runner.steps = []
-    monkeypatch.setattr(runner, "accepted",
-                        lambda minion: runner.steps.append(("accepted", minion)) or "accepted")
+    for step in ("accepted", "joined", "left"):
+        monkeypatch.setattr(runner, step,
+                            lambda minion, step=step: runner.steps.append((step, minion)) or step)
     return runner
 
 
@@ -355,19 +338,13 @@ def scale(trust, monkeypatch):
      ("joined", "app1")),
 ])
 def test_a_key_or_start_event_asks_its_step(scale, tag, data, step):
-    """An accepted key at once (a file: before the host's start comes); a
-    start or a deleted key (highstates) as a job of its own."""
-    got = scale.react(tag, data)
-    if step[0] == "accepted":
-        assert (got, scale.steps, scale.handed) == ("accepted", [step], [])
-    else:
-        assert (got, scale.steps) == (JOB, [])
-        assert scale.handed == [(f"hpd_scale.{step[0]}", {"minion": step[1]})]
+    assert scale.react(tag, data) == step[0]
+    assert scale.steps == [step]
 
 
 def test_other_key_events_do_nothing(scale, caplog):
     assert scale.react("salt/key", {"act": "reject", "id": "app1", "result": True}) is None
-    assert scale.steps == [] and scale.handed == [] and refusals(caplog) == []
+    assert scale.steps == [] and refusals(caplog) == []
 
 
 @pytest.mark.parametrize("tag, data, why", [
@@ -387,28 +364,4 @@ def test_a_key_or_start_event_is_refused_with_one_line_and_nothing_done(scale, c
     with caplog.at_level(logging.WARNING):
         assert scale.react(tag, data) == {"refused": why}
     assert refusals(caplog) == [f"hpd_scale: refused the event {tag!r}: {why}"]
-    assert scale.steps == [] and scale.handed == []
-
-
-def test_hand_off_returns_at_once_and_the_job_runs_in_a_process_of_its_own(trust, tmp_path):
-    """A real runner job (Salt's RunnerClient, daemonized), of a runner that
-    takes 3 s: hand_off returns before it ends."""
-    (tmp_path / "runners").mkdir()
-    (tmp_path / "runners" / "probe.py").write_text(
-        "import os, time\n\n\ndef slow(path):\n    time.sleep(3)\n"
-        "    with open(path, 'w') as f:\n        f.write(str(os.getpid()))\n")
-    (tmp_path / "master").write_text("")
-    (tmp_path / "cache" / "proc").mkdir(parents=True)
-    trust.__opts__.update(runner_dirs=[str(tmp_path / "runners")],
-                          conf_file=str(tmp_path / "master"))
-    done = tmp_path / "done"
-    start = time.monotonic()
-    job = trust.hand_off("probe.slow", path=str(done))
-    assert time.monotonic() - start < 2.5 and not done.exists()
-    assert re.fullmatch(r"\d{20}", job["jid"]) and job["tag"] == f"salt/run/{job['jid']}"
-    deadline = time.monotonic() + 30
-    while not done.exists():
-        assert time.monotonic() < deadline, "the job did not run"
-        time.sleep(0.2)
-    time.sleep(0.2)
-    assert int(done.read_text()) != os.getpid()
+    assert scale.steps == []
