@@ -489,16 +489,16 @@ def _wait_healthy(url, release, timeout, interval, passes):
     return verdict
 
 
-def _gate(urls, release, timeout, interval, passes):
+def _gate(urls, release, timeout, interval, passes, unreachable=None):
     """Every host's verdict, polled at once; the gate's return. ``urls``: host ->
-    its health URL, or why it has none."""
+    its health URL; ``unreachable``: host -> why it has none (not healthy)."""
     with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
         futures = {host: pool.submit(_wait_healthy, url, release, timeout, interval, passes)
-                   for host, url in urls.items() if url.startswith("http")}
+                   for host, url in urls.items()}
         hosts = {host: f.result() for host, f in futures.items()}
-    for host in sorted(h for h, url in urls.items() if not url.startswith("http")):
+    for host, why in sorted((unreachable or {}).items()):
         hosts[host] = {"healthy": False, "url": None, "status": None, "release": None,
-                       "seconds": 0, "reason": urls[host]}
+                       "seconds": 0, "reason": why}
     failed = {h: v["reason"] for h, v in sorted(hosts.items()) if not v["healthy"]}
     comment = ("; ".join(f"{h}: {r}" for h, r in failed.items()) if failed
                else f"{', '.join(sorted(hosts))} serve release {release}")
@@ -536,11 +536,14 @@ def health(hosts, release, port, path="/health/", timeout=120, interval=0.5, pas
     if not isinstance(port, int) or not 0 < port < 65536:
         raise SaltInvocationError(f"port must be a TCP port number, not {port!r}")
     inventory = __salt__["hpd_trust.inventory"]()
-    urls = {}
+    urls, unreachable = {}, {}
     for host in hosts:
         address, why = _address(host, inventory.get(host))
-        urls[host] = f"http://{address}:{port}{path}" if address else why
-    ret = _gate(urls, release, timeout, interval, passes)
+        if address:
+            urls[host] = f"http://{address}:{port}{path}"
+        else:
+            unreachable[host] = why
+    ret = _gate(urls, release, timeout, interval, passes, unreachable)
     return ret if ret["result"] else _failed(ret)
 
 

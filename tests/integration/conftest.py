@@ -155,14 +155,12 @@ def claimed_address(lab, host, address):
     host could; put back after."""
     lab.salt(host, "grains.setval", "fqdn_ip4", json.dumps([address]))
     lab.salt(host, "saltutil.refresh_grains")
-    lab.salt(host, "mine.update")
     assert lab.salt(host, "grains.get", "fqdn_ip4")[host] == [address]
     try:
         yield
     finally:
         lab.salt(host, "grains.delkey", "fqdn_ip4", "force=True")
         lab.salt(host, "saltutil.refresh_grains")
-        lab.salt(host, "mine.update")
 
 
 class EventBus:

@@ -374,8 +374,8 @@ def test_a_host_that_does_not_answer_fails_with_why(hd, health_server, clock):
 def test_gate_names_each_failed_host(hd, health_server):
     good = health_server([(200, "new")])
     bad = health_server([(200, "old")])
-    urls = {"app1": good.url, "app2": bad.url, "app3": "no address: none in the inventory"}
-    got = hd._gate(urls, "new", timeout=1, interval=0.2, passes=2)
+    got = hd._gate({"app1": good.url, "app2": bad.url}, "new", timeout=1, interval=0.2, passes=2,
+                   unreachable={"app3": "no address: none in the inventory"})
     assert got["result"] is False
     assert got["hosts"]["app1"]["healthy"] is True
     assert sorted(got["failed"]) == ["app2", "app3"]
@@ -397,8 +397,8 @@ def test_health_targets_each_hosts_inventory_address_and_fails_the_job(tmp_path,
     hd = load_runner(tmp_path, {"hpd_trust.inventory": lambda: inventory})
     seen = {}
 
-    def gate(urls, release, timeout, interval, passes):
-        seen.update(urls)
+    def gate(urls, release, timeout, interval, passes, unreachable):
+        seen.update(urls, **unreachable)
         return {"result": False}
 
     monkeypatch.setattr(hd, "_gate", gate)
