@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 __virtualname__ = "hpd_heal"
 
 #: The beacons salt/heal/beacons.sls manages on every host (None: absent).
-BEACONS = ("service", "load", "memusage", "swapusage", "diskusage", "hpd_port", "hpd_errors")
+#: Salt's own service beacon ("service") is removed where an older tree ran it:
+#: hpd_units watches the same units for a fraction of its cost.
+BEACONS = ("hpd_units", "service", "load", "memusage", "swapusage", "diskusage", "hpd_port",
+           "hpd_errors")
 #: systemd states in which systemd is still working on a unit.
 TRANSIENT = frozenset({"activating", "deactivating", "reloading", "refreshing"})
 #: Seconds between two looks at a unit that is settling: while it has to stay up,
@@ -86,9 +89,8 @@ def _beacons(heal, alerts, roles, units, cpus, address):
 
     config = dict.fromkeys(BEACONS)
     if units:
-        watch = {"onchangeonly": True, "emitatstartup": False, "delay": heal["beacon"]["delay"]}
-        config["service"] = every(heal["beacon"]["interval"],
-                                  {"services": {unit: dict(watch) for unit in units}})
+        config["hpd_units"] = every(heal["beacon"]["interval"], {"units": units},
+                                    {"delay": heal["beacon"]["delay"]})
     load, memory, swap, disk = (alerts[k] for k in ("load", "memory", "swap", "disk"))
     if load["enabled"]:
         high = round(load["per_cpu"] * cpus, 2)
@@ -194,7 +196,7 @@ def units():
     """
     The systemd units this host's roles run (pillar ``heal:services``, a
     template as the instances the host runs): its services get
-    Restart=on-failure, and its service beacon watches them all.
+    Restart=on-failure, and its units beacon watches them all.
 
     CLI Example:
 
@@ -223,7 +225,7 @@ def service_units():
 def beacons():
     """
     This host's beacons (name -> configuration, None: the host runs without it):
-    the service beacon over :func:`units` (pillar ``heal``), and the thresholds of
+    the units beacon over :func:`units` (pillar ``heal``), and the thresholds of
     pillar ``alerts`` (load per CPU from grain ``num_cpus``, memory, swap, disk,
     the ports of its roles). A mount pattern that is not a regular expression is
     an error naming the pillar key.
@@ -264,7 +266,7 @@ def _record(unit, wait):
 def heal(service):
     """
     Bring ``service`` (one of :func:`units`) back if it is down, as the master's
-    reactor asks when the service beacon reports it stopped.
+    reactor asks when the units beacon reports it stopped.
 
     First waits until systemd is done with the unit (a crash it is restarting, a
     start or stop under way), so systemd's own restart is never raced. A unit

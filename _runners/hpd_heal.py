@@ -26,14 +26,14 @@ UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]*")
 
 
 def _unit_event(host, rest, data):
-    """(unit, whether it runs) of the service beacon's event about ``host``
+    """(unit, whether it runs) of the units beacon's event about ``host``
     (``rest``: its tag after ``salt/beacon/<host>/``, which must be
     ``service/<unit>``); refused (``SaltInvocationError``) otherwise."""
     unit = data.get("service_name")
     if not isinstance(unit, str) or not UNIT.fullmatch(unit):
         raise SaltInvocationError(f"service_name {unit!r} is not a unit name")
-    if rest != ["service", unit]:
-        raise SaltInvocationError(f"not the tag salt/beacon/{host}/service/{unit}")
+    if rest != ["hpd_units", unit]:
+        raise SaltInvocationError(f"not the tag salt/beacon/{host}/hpd_units/{unit}")
     seen = data.get(unit)
     if not isinstance(seen, dict):
         raise SaltInvocationError(f"no state of {unit} in the event")
@@ -43,7 +43,7 @@ def _unit_event(host, rest, data):
 def beacon(tag, data):
     """
     The reaction to a host's service beacon (reactor/heal.sls): the event
-    ``salt/beacon/<host>/service/<unit>`` as it came. Refused, with one line in
+    ``salt/beacon/<host>/hpd_units/<unit>`` as it came. Refused, with one line in
     the master's log and nothing done, unless ``<host>`` sent it, is an
     accepted minion of the inventory (_runners/hpd_trust.py) and ``<unit>`` a
     unit's name; else :func:`service` (which the host refuses for a unit not
@@ -59,7 +59,7 @@ def beacon(tag, data):
 
 def service(minion, name, running, timeout=900):
     """
-    The service beacon of ``minion`` saw unit ``name`` stop (``running``
+    The units beacon of ``minion`` saw unit ``name`` stop (``running``
     False) or run again (True). Stopped: the host heals it (``hpd_heal.heal``),
     and the master alerts when the host gave up on it. Running again after an
     alert: the host checks that it stays up, and the alert is resolved. Returns

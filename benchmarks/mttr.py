@@ -8,7 +8,7 @@ the lab network (what haproxy's check sees):
 
 - systemd path: `kill -9` of the emperor (its main process); systemd restarts
   it (Restart=on-failure, RestartSec from pillar heal), no Salt involved;
-- reactor path: `systemctl stop uwsgi-emperor`; the service beacon reports it,
+- reactor path: `systemctl stop uwsgi-emperor`; the units beacon reports it,
   the master's reactor has the host start it again (hpd_heal.heal).
 
 Several runs of each (`--runs`), median and max. After each run the unit's

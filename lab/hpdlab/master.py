@@ -51,7 +51,7 @@ class Master:
                 {"salt/minion/*/start": ["salt://reactor/sync_modules.sls",
                                          "salt://reactor/scale.sls"]},
                 {"salt/key": ["salt://reactor/scale.sls"]},
-                {"salt/beacon/*/service/*": ["salt://reactor/heal.sls"]},
+                {"salt/beacon/*/hpd_units/*": ["salt://reactor/heal.sls"]},
                 *({f"salt/beacon/*/{beacon}/*": ["salt://reactor/alert_observe.sls"]}
                   for beacon in ("load", "memusage", "swapusage", "diskusage", "hpd_port",
                                  "hpd_errors")),

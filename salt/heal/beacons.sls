@@ -1,4 +1,4 @@
-{#- The second line and the alerts: Salt's service beacon over the units of
+{#- The second line and the alerts: the tree's units beacon over the units of
     this host's roles, and the threshold beacons of pillar `alerts`
     (hpd_heal.beacons computes them); a beacon the host runs without is
     removed. Each asks the minion's main process, which may be slow to answer on

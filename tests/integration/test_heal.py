@@ -237,7 +237,7 @@ def test_a_masked_service_is_left_down(lab, cache):
 def test_a_service_failing_every_start_gets_its_restarts_then_one_alert(lab, cache):
     heal = lab.salt(cache, "hpd.settings", "heal")[cache]
     limit = heal["max_restarts"]
-    # The service beacon reports a change from what it last saw, looking every
+    # The units beacon reports a change from what it last saw, looking every
     # beacon:interval s: a test before may have stopped and started memcached
     # between two looks. Let it see memcached running before it fails.
     lab.exec(cache, "systemctl", "is-active", "memcached")

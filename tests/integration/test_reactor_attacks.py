@@ -60,7 +60,7 @@ def test_a_tag_holding_yaml_runs_nothing(lab, hosts):
     since = log_size(lab)
     events = [  # one per reactor file, the YAML in the tag
         (f"salt/beacon/{attacker}/load/{YAML}", None),
-        (f"salt/beacon/{attacker}/service/{YAML}",
+        (f"salt/beacon/{attacker}/hpd_units/{YAML}",
          {"service_name": YAML, YAML: {"running": False}}),
         (f"hpd/alert/critical/{attacker}/{YAML}", None),
         (f"salt/minion/{YAML}/start", None),
@@ -82,7 +82,7 @@ def test_an_event_claiming_another_host_changes_nothing_there(lab, hosts):
     before = lab.exec(victim, "systemctl", "show", "-p", "MainPID,NRestarts", "memcached").stdout
     since = log_size(lab)
     events = [
-        (f"salt/beacon/{victim}/service/memcached", {},
+        (f"salt/beacon/{victim}/hpd_units/memcached", {},
          {"service_name": "memcached", "memcached": {"running": False}}),
         (f"salt/beacon/{victim}/memusage/", {"memusage": 99.0}, None),
         (f"salt/minion/{victim}/start", {}, None),

@@ -64,7 +64,7 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
         assert "uwsgi-emperor" in units
         assert lab.exec(HOST, "systemctl", "is-active", *units).returncode == 0
         beacons = lab.salt(HOST, "beacons.list", "return_yaml=False")[HOST]
-        assert beacons["service"][0]["services"].keys() == set(units)
+        assert beacons["hpd_units"][0]["units"] == units
     finally:
         with EventBus(lab) as bus:
             removed = labctl(lab, "remove", HOST)

@@ -186,7 +186,7 @@ def test_each_event_goes_to_its_runner_as_it_came():
     # The runners check them (tests/unit/test_reactor_trust.py).
     stamp = "2026-11-30T08:00:14.454885+00:00"
     for sls, tag, data, fun in [
-        ("heal.sls", "salt/beacon/cache1/service/memcached",
+        ("heal.sls", "salt/beacon/cache1/hpd_units/memcached",
          {"id": "cache1", "service_name": "memcached", "memcached": {"running": False},
           "_stamp": stamp}, "runner.hpd_heal.beacon"),
         ("scale.sls", "salt/key", {"act": "accepted", "id": "app3", "result": True},

@@ -30,6 +30,11 @@ def errors_beacon():
     return load_source("_beacons/hpd_errors.py")
 
 
+@pytest.fixture
+def units_beacon():
+    return load_source("_beacons/hpd_units.py")
+
+
 # ---------------------------------------------------------------- units and beacons
 
 
@@ -92,9 +97,8 @@ def test_beacons_follow_the_roles_and_the_thresholds(hh):
     units = hh._units(HEAL["services"], ["cache"], {})
     config = hh._beacons(HEAL, ALERTS, ["cache"], units, cpus=4, address="10.0.0.5")
     assert set(config) == set(hh.BEACONS)
-    services = config["service"][0]["services"]
-    assert services == {u: {"onchangeonly": True, "emitatstartup": False, "delay": 0}
-                        for u in ("memcached", "redis-server")}
+    assert config["hpd_units"][:2] == [{"units": ["memcached", "redis-server"]}, {"delay": 0}]
+    assert config["service"] is None  # Salt's own, removed where an older tree ran it
     # Every beacon pauses during a state run: a highstate that restarts a service
     # reports nothing (the loop of salt#62711 needs an event to start).
     assert all({"disable_during_state_run": True} in c for c in config.values() if c)
@@ -104,7 +108,7 @@ def test_beacons_follow_the_roles_and_the_thresholds(hh):
         "memcached": {"address": "10.0.0.5", "port": 11211},
         "redis": {"address": "10.0.0.5", "port": 6379}}}
     app = hh._beacons(HEAL, ALERTS, ["app"], [], cpus=1, address="10.0.0.6")
-    assert app["service"] is None  # no unit: no service beacon
+    assert app["hpd_units"] is None  # no unit: no units beacon
     assert app["hpd_port"][0]["ports"]["twemproxy-memcached"] == {"address": "127.0.0.1",
                                                                   "port": 22121}
 
@@ -282,6 +286,61 @@ def test_a_second_call_while_one_heals_does_nothing(hh, host):
     with hh._record("memcached", wait=True):
         ret = hh.heal("memcached")
     assert ret["busy"] and unit.starts == 0
+
+
+# ---------------------------------------------------------------- the units beacon
+
+
+def down(unit, running=False):
+    return {"tag": unit, "service_name": unit, unit: {"running": running}}
+
+
+def test_the_units_beacon_reports_each_change_once_and_nothing_at_its_first_look(units_beacon):
+    seen, look = {}, units_beacon.changes
+    assert look({"memcached": "active", "redis-server": "failed"}, 0, 0.0, seen) == []
+    assert look({"memcached": "inactive", "redis-server": "failed"}, 0, 1.0, seen) == [
+        down("memcached")]
+    assert look({"memcached": "failed", "redis-server": "reloading"}, 0, 2.0, seen) == [
+        down("redis-server", running=True)]
+    assert look({"memcached": "failed", "redis-server": "active"}, 0, 3.0, seen) == []
+
+
+def test_the_units_beacon_reports_a_change_that_lasts_its_delay_only(units_beacon):
+    seen, look = {}, units_beacon.changes
+    look({"memcached": "active"}, 2, 0.0, seen)
+    assert look({"memcached": "inactive"}, 2, 1.0, seen) == []
+    assert look({"memcached": "active"}, 2, 2.0, seen) == []  # back before the delay
+    assert look({"memcached": "inactive"}, 2, 4.0, seen) == []
+    assert look({"memcached": "inactive"}, 2, 6.0, seen) == [down("memcached")]
+
+
+def test_the_units_beacon_asks_systemd_once_for_all_its_units(units_beacon, tmp_path,
+                                                              monkeypatch):
+    calls = tmp_path / "calls"
+    (tmp_path / "systemctl").write_text(
+        f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+        "printf 'ActiveState=active\\n\\nActiveState=deactivating\\n'\n")
+    (tmp_path / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    config = [{"units": ["memcached", "example-worker@1"]}, {"delay": 0}]
+    assert units_beacon.validate(config)[0]
+    assert units_beacon.active_states(["memcached", "example-worker@1"]) == {
+        "memcached": "active", "example-worker@1": "deactivating"}
+    assert units_beacon.beacon(config) == []  # the first look
+    assert calls.read_text().splitlines() == [
+        "show --property=ActiveState -- memcached example-worker@1"] * 2
+    (tmp_path / "systemctl").write_text("#!/bin/sh\nexit 1\n")
+    assert units_beacon.active_states(["memcached"]) == {}  # no answer: no event
+
+
+@pytest.mark.parametrize("config, why", [
+    ([{"units": []}], "units must be a list of systemd unit names"),
+    ([{"units": ["mem cached"]}], "units must be a list of systemd unit names"),
+    ([{"units": ["memcached"]}, {"delay": -1}], "delay must be a number of seconds"),
+])
+def test_the_units_beacon_refuses_a_bad_configuration(units_beacon, config, why):
+    valid, message = units_beacon.validate(config)
+    assert not valid and why in message
 
 
 # ---------------------------------------------------------------- the port beacon

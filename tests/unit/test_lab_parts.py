@@ -505,7 +505,7 @@ def test_salt_client_noise_goes_to_the_lab_log_not_the_terminal(tmp_path):
     ("salt/job/20261130052233123456/ret/app1", {"fun": "saltutil.sync_all"}, "app1"),
     ("salt/job/20261130052233123456/new", {}, None),
     ("salt/auth", {}, None),
-    ("salt/beacon/app1/service/nginx", {}, None),
+    ("salt/beacon/app1/hpd_units/nginx", {}, None),
 ])
 def test_up_knows_which_minion_an_event_is_from(tag, data, minion):
     assert lab.minion_event({"tag": tag, "data": data}) == minion

@@ -40,9 +40,9 @@ def hostile_events(text):
     """(tag, data) of events a minion could send, ``text`` in the tag and in
     every field a reactor file once rendered."""
     return [
-        (f"salt/beacon/app1/service/{text}",
+        (f"salt/beacon/app1/hpd_units/{text}",
          {"id": "app1", "service_name": text, text: {"running": False}, "_stamp": text}),
-        (f"salt/beacon/{text}/service/memcached",
+        (f"salt/beacon/{text}/hpd_units/memcached",
          {"id": text, "service_name": "memcached", "memcached": {"running": False}}),
         (f"salt/beacon/app1/load/{text}", {"id": "app1", "_stamp": text, "1m": 9.0}),
         (f"hpd/alert/critical/{text}/minion", {"host": text, "check": "minion", "_stamp": text}),
@@ -124,11 +124,11 @@ def refusals(caplog):
 
 
 @pytest.mark.parametrize("tag, data, why", [
-    ("salt/beacon/cache1/service/memcached", {"id": "app1"}, "about 'cache1' but sent by 'app1'"),
-    ("salt/beacon/cache1/service/memcached", {}, "about 'cache1' but sent by None"),
-    ("salt/beacon/cache1/service/memcached", ["cache1"], "but sent by None"),
+    ("salt/beacon/cache1/hpd_units/memcached", {"id": "app1"}, "about 'cache1' but sent by 'app1'"),
+    ("salt/beacon/cache1/hpd_units/memcached", {}, "about 'cache1' but sent by None"),
+    ("salt/beacon/cache1/hpd_units/memcached", ["cache1"], "but sent by None"),
     ("salt/beacon/x\ny: z/service/m", {"id": "x\ny: z"}, "'x\\ny: z' is not a minion id"),
-    ("salt/beacon/../service/m", {"id": ".."}, "'..' is not a minion id"),
+    ("salt/beacon/../hpd_units/m", {"id": ".."}, "'..' is not a minion id"),
     ("salt/beacon/app1", {"id": "app1"}, "not a salt/beacon/<host>/... event"),
     ("hpd/beacon/app1/service/m", {"id": "app1"}, "not a salt/beacon/<host>/... event"),
     (None, {"id": "app1"}, "not a salt/beacon/<host>/... event"),
@@ -139,7 +139,8 @@ def test_an_event_about_a_host_must_come_from_it(trust, tag, data, why):
 
 
 def test_the_host_must_be_an_accepted_minion_of_the_inventory(trust):
-    assert trust.sender("salt/beacon/app1/service/m", {"id": "app1"}) == ("app1", ["service", "m"])
+    assert trust.sender("salt/beacon/app1/hpd_units/m", {"id": "app1"}) == (
+        "app1", ["hpd_units", "m"])
     assert trust.sender("salt/minion/cache1/start", {"id": "cache1"}, "minion") == (
         "cache1", ["start"])
     with pytest.raises(trust.SaltInvocationError, match="'stray' is not in the inventory"):
@@ -179,7 +180,7 @@ def heal(trust, monkeypatch):
 
 
 def service_event(host, unit, sender=None, running=False):
-    return (f"salt/beacon/{host}/service/{unit}",
+    return (f"salt/beacon/{host}/hpd_units/{unit}",
             {"id": sender or host, "service_name": unit, unit: {"running": running},
              "_stamp": "2026-11-30T08:00:14.454885+00:00"})
 
@@ -200,10 +201,10 @@ def test_a_service_beacon_event_of_its_host_asks_the_host_to_heal(heal, unit, ru
      "service_name 'memcached\\n- x' is not a unit name"),
     (service_event("cache1", "-x"), "service_name '-x' is not a unit name"),
     (service_event("cache1", "a b"), "service_name 'a b' is not a unit name"),
-    (("salt/beacon/cache1/service/nginx",
+    (("salt/beacon/cache1/hpd_units/nginx",
       {"id": "cache1", "service_name": "memcached", "memcached": {"running": False}}),
-     "not the tag salt/beacon/cache1/service/memcached"),
-    (("salt/beacon/cache1/service/memcached",
+     "not the tag salt/beacon/cache1/hpd_units/memcached"),
+    (("salt/beacon/cache1/hpd_units/memcached",
       {"id": "cache1", "service_name": "memcached", "memcached": "stopped"}),
      "no state of memcached in the event"),
 ])
