@@ -226,14 +226,14 @@ def test_a_new_push_interval_would_resize_every_vitals_file(lab, mon, settings):
 
 
 def test_a_push_after_an_interactive_call_covers_the_whole_interval(lab, mon, settings):
-    """An operator's highperf.vitals early in a slot: the push that follows still
-    reports over the whole interval since the previous push (cpu.interval), not
-    over the time since the operator's call."""
+    """An operator's highperf.vitals in the middle of a slot: the push that follows
+    still reports over the whole interval since the previous push (cpu.interval),
+    not over the half interval since the operator's call."""
     graphite, _ = settings
     interval = graphite["interval"]
-    # A quarter into a slot (a whole slot on, in case the previous test has just
+    # Half into a slot (a whole slot on, in case the previous test has just
     # changed the schedule).
-    time.sleep(interval - time.time() % interval + interval + interval / 4)
+    time.sleep(interval - time.time() % interval + interval + interval / 2)
     called = time.time()
     assert sorted(lab.salt("*", "highperf.vitals")) == lab.hosts
     ended = time.time()
@@ -245,6 +245,10 @@ def test_a_push_after_an_interactive_call_covers_the_whole_interval(lab, mon, se
     paths = {whisper_path(graphite["prefix"], host, "cpu.interval"): host for host in lab.hosts}
     found = read_whisper(lab, mon, list(paths), start, count)
     covered = {paths[p]: v["values"] for p, v in found.items()}
+    # The call's own load may delay a push (seen: 6.6 s) and the next one then
+    # covers that much less (3.4 s); together they cover the time from the push
+    # before the call to the last one, `count` intervals. A push that covered only
+    # the time since the call would leave them half an interval short.
     short = {h: vs for h, vs in covered.items()
-             if any(v is None or abs(v - interval) > 0.3 * interval for v in vs)}
+             if None in vs or abs(sum(vs) - count * interval) > 0.2 * interval}
     assert not short, f"pushes from {start} covered {covered}; the interval is {interval}s"
