@@ -34,7 +34,7 @@ __virtualname__ = "hpd_units"
 #: A unit's name, as pillar heal:services lists them (pillar/heal/schema.yaml).
 UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]*")
 #: The ActiveState values in which `systemctl is-active` says a unit runs.
-RUNNING = frozenset({"active", "reloading"})
+RUNNING = frozenset({"active", "reloading", "refreshing"})
 #: unit -> {"reported": whether it ran at the last report, "since": when a
 #: different state was first seen (None: none pending)}.
 SEEN = {}
@@ -51,7 +51,8 @@ def validate(config):
     config = salt.utils.beacons.list_to_dict(config)
     units = config.get("units")
     if not (isinstance(units, list) and units
-            and all(isinstance(u, str) and UNIT.fullmatch(u) for u in units)):
+            and all(isinstance(u, str) and UNIT.fullmatch(u) and not u.isdigit()
+                    for u in units)):
         return False, "hpd_units beacon: units must be a list of systemd unit names."
     delay = config.get("delay", 0)
     if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
@@ -81,7 +82,11 @@ def active_states(units):
 def changes(states, delay, now, seen):
     """The events for ``states`` ({unit: ActiveState}) at ``now``, updating
     ``seen``: a unit whose running or not differs from its last report for at
-    least ``delay`` s; none for a unit seen for the first time."""
+    least ``delay`` s; none for a unit seen for the first time. A unit no
+    longer watched is forgotten."""
+    if states:  # {}: systemd did not answer
+        for unit in set(seen) - set(states):
+            del seen[unit]
     events = []
     for unit, state in states.items():
         running = state in RUNNING

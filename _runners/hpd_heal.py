@@ -1,6 +1,6 @@
 """
-The reactor's second line of defence (reactor/heal.sls): a host's service
-beacon reported one of its units stopped or running again.
+The reactor's second line of defence (reactor/heal.sls): a host's units
+beacon (_beacons/hpd_units.py) reported one of its units stopped or running again.
 
 The host does the work (``hpd_heal.heal``, _modules/hpd_heal.py): it waits for
 systemd to be done with the unit, starts it only if systemd has not brought it
@@ -28,7 +28,7 @@ UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]*")
 def _unit_event(host, rest, data):
     """(unit, whether it runs) of the units beacon's event about ``host``
     (``rest``: its tag after ``salt/beacon/<host>/``, which must be
-    ``service/<unit>``); refused (``SaltInvocationError``) otherwise."""
+    ``hpd_units/<unit>``); refused (``SaltInvocationError``) otherwise."""
     unit = data.get("service_name")
     if not isinstance(unit, str) or not UNIT.fullmatch(unit):
         raise SaltInvocationError(f"service_name {unit!r} is not a unit name")
@@ -42,7 +42,7 @@ def _unit_event(host, rest, data):
 
 def beacon(tag, data):
     """
-    The reaction to a host's service beacon (reactor/heal.sls): the event
+    The reaction to a host's units beacon (reactor/heal.sls): the event
     ``salt/beacon/<host>/hpd_units/<unit>`` as it came. Refused, with one line in
     the master's log and nothing done, unless ``<host>`` sent it, is an
     accepted minion of the inventory (_runners/hpd_trust.py) and ``<unit>`` a

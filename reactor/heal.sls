@@ -1,4 +1,4 @@
-{#- salt/beacon/<id>/hpd_units/<unit>: a host's service beacon saw one of its
+{#- salt/beacon/<id>/hpd_units/<unit>: a host's units beacon saw one of its
     units stop or run again (salt/heal/beacons.sls). The host heals it and the
     master alerts when it gives up (_runners/hpd_heal.py). Nothing here starts
     a highstate, so no state run can loop back into this reaction. A minion

@@ -243,12 +243,13 @@ def test_a_push_after_an_interactive_call_covers_the_whole_interval(lab, mon, se
     count = int(ended) // interval + 1 - int(called) // interval
     time.sleep(max(0.0, start + (count + 2) * interval - time.time()))
     paths = {whisper_path(graphite["prefix"], host, "cpu.interval"): host for host in lab.hosts}
-    found = read_whisper(lab, mon, list(paths), start, count)
+    # And one more, a quiet push, to end on.
+    found = read_whisper(lab, mon, list(paths), start, count + 1)
     covered = {paths[p]: v["values"] for p, v in found.items()}
     # The call's own load may delay a push (seen: 6.6 s) and the next one then
     # covers that much less (3.4 s); together they cover the time from the push
-    # before the call to the last one, `count` intervals. A push that covered only
-    # the time since the call would leave them half an interval short.
+    # before the call to the last one, `count + 1` intervals. A push that covered
+    # only the time since the call would leave them half an interval short.
     short = {h: vs for h, vs in covered.items()
-             if None in vs or abs(sum(vs) - count * interval) > 0.2 * interval}
+             if None in vs or abs(sum(vs) - (count + 1) * interval) > 0.2 * interval}
     assert not short, f"pushes from {start} covered {covered}; the interval is {interval}s"

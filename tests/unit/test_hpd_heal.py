@@ -303,6 +303,8 @@ def test_the_units_beacon_reports_each_change_once_and_nothing_at_its_first_look
     assert look({"memcached": "failed", "redis-server": "reloading"}, 0, 2.0, seen) == [
         down("redis-server", running=True)]
     assert look({"memcached": "failed", "redis-server": "active"}, 0, 3.0, seen) == []
+    assert look({"memcached": "failed"}, 0, 4.0, seen) == [] and list(seen) == ["memcached"]
+    assert look({}, 0, 5.0, seen) == [] and list(seen) == ["memcached"]  # systemd silent
 
 
 def test_the_units_beacon_reports_a_change_that_lasts_its_delay_only(units_beacon):
@@ -336,6 +338,7 @@ def test_the_units_beacon_asks_systemd_once_for_all_its_units(units_beacon, tmp_
 @pytest.mark.parametrize("config, why", [
     ([{"units": []}], "units must be a list of systemd unit names"),
     ([{"units": ["mem cached"]}], "units must be a list of systemd unit names"),
+    ([{"units": ["1234"]}], "units must be a list of systemd unit names"),  # a job id
     ([{"units": ["memcached"]}, {"delay": -1}], "delay must be a number of seconds"),
 ])
 def test_the_units_beacon_refuses_a_bad_configuration(units_beacon, config, why):

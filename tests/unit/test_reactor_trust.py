@@ -127,10 +127,10 @@ def refusals(caplog):
     ("salt/beacon/cache1/hpd_units/memcached", {"id": "app1"}, "about 'cache1' but sent by 'app1'"),
     ("salt/beacon/cache1/hpd_units/memcached", {}, "about 'cache1' but sent by None"),
     ("salt/beacon/cache1/hpd_units/memcached", ["cache1"], "but sent by None"),
-    ("salt/beacon/x\ny: z/service/m", {"id": "x\ny: z"}, "'x\\ny: z' is not a minion id"),
+    ("salt/beacon/x\ny: z/hpd_units/m", {"id": "x\ny: z"}, "'x\\ny: z' is not a minion id"),
     ("salt/beacon/../hpd_units/m", {"id": ".."}, "'..' is not a minion id"),
     ("salt/beacon/app1", {"id": "app1"}, "not a salt/beacon/<host>/... event"),
-    ("hpd/beacon/app1/service/m", {"id": "app1"}, "not a salt/beacon/<host>/... event"),
+    ("hpd/beacon/app1/hpd_units/m", {"id": "app1"}, "not a salt/beacon/<host>/... event"),
     (None, {"id": "app1"}, "not a salt/beacon/<host>/... event"),
 ])
 def test_an_event_about_a_host_must_come_from_it(trust, tag, data, why):
