@@ -130,6 +130,7 @@ def test_the_anonymized_snapshot_holds_none_of_the_original_values(lab, db, back
         assert value not in text
 
 
+@pytest.mark.drill
 def test_a_point_in_time_restore_brings_deleted_rows_back(lab, db, backup):
     assert "cipher: aes-256-cbc" in lab.exec(
         db, "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=hpd", "info").stdout

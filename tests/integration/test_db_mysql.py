@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import LabHandle, failures
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.drill]
 
 REPO = Path(__file__).resolve().parents[2]
 NAME, SUBNET, HOST = "hpdm", "10.98.0.0/24", "dbm"

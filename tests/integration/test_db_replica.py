@@ -332,6 +332,7 @@ def test_the_primary_drops_the_slots_no_replica_uses(lab, farm):
                      "WHERE slot_name IN ('hpd_gone', 'other_tool')")
 
 
+@pytest.mark.drill
 def test_no_replica_is_promoted_while_the_primary_cannot_be_fenced(lab, farm):
     db, replica = farm
     # The old primary's minion does not answer: the fence cannot be applied.

@@ -290,6 +290,7 @@ def test_a_failure_in_a_later_batch_rolls_it_back_first_and_the_pool_never_empti
     assert_serving(lab, farm, was[first])
 
 
+@pytest.mark.drill
 def test_a_rollback_after_a_failed_deploy_goes_to_the_release_that_served(lab, farm,
                                                                           revisions):
     rc, _, output = deploy(lab.lab, revisions["a"])

@@ -13,7 +13,7 @@ from hpdlab import cgroups, util
 
 import labctl
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.drill]
 
 REPO = Path(__file__).resolve().parents[2]
 NAME, SUBNET = "hpdlc", "10.80.0.0/24"

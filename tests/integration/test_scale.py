@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import EventBus, haproxy_app, through_the_pool
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.drill]
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "app3"
