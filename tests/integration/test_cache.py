@@ -186,9 +186,12 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
     local = twemproxy["ports"][kind]
     limit = twemproxy["server_failure_limit"]
 
-    def on_dead_host(keys):
-        """The keys of keys that twemproxy put on the dead host."""
+    def on_dead_host(keys, back=False):
+        """The keys of keys that twemproxy put on the dead host; none while the
+        host is coming `back` and refuses some."""
         results = run(lab, app, kind, [["set", "127.0.0.1", local, k] for k in keys])
+        if back and not all(ok for ok, *_ in results):
+            return []
         assert all(ok for ok, *_ in results), results
         hits = run(lab, app, kind, [["get", lab.address(dead), port, k] for k in keys])
         return [k for k, (ok, *_) in zip(keys, hits, strict=True) if ok]
@@ -211,9 +214,10 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
         assert 1 <= failures[0] <= limit and not any(failures[1:]), results
     finally:
         lab.exec(dead, "systemctl", "enable", "--now", service)
-    # Back after the retry timeout: new keys land on it again.
+    # Back after the retry timeout: new keys land on it again. (memcached's unit is
+    # started once its process runs, and may refuse connections a moment longer.)
     for _ in range(30):
-        if on_dead_host([f"{i}-rejoin-{kind}" for i in range(20)]):
+        if on_dead_host([f"{i}-rejoin-{kind}" for i in range(20)], back=True):
             break
         time.sleep(RETRY_MS / 1000)
     else:

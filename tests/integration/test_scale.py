@@ -29,6 +29,19 @@ def scaled(bus, what):
     return [d for t, d in bus.tagged(f"hpd/scale/{what}/{HOST}")]
 
 
+def labctl_reading(lab, bus, what, *args):
+    """labctl `args`, which waits for the master's reactor, while the test reads
+    the master's bus (a subscriber that stops reading for minutes is dropped by
+    the master's publisher); the hpd/scale/<what> event about HOST."""
+    with subprocess.Popen([REPO / "lab" / "labctl", "--name", lab.lab.name, "--subnet",
+                           lab.state["subnet"], *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as run:
+        bus.wait(lambda _: scaled(bus, what) or run.poll() is not None, 2400, f"the {what} event")
+        _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    return bus.wait(lambda _: scaled(bus, what), 60, f"the {what} event")[0]
+
+
 def up_in_pool(lab, lb, timeout=120):
     """Waits until haproxy on `lb` has HOST up in backend app (its health checks
     passed); its stats row."""
@@ -46,9 +59,8 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
                         for h in lab.hosts_with(role)})
     try:
         with EventBus(lab) as bus:
-            added = labctl(lab, "add", HOST, "--roles", "app", "--memory", "512", "--cpus", "1")
-            assert added.returncode == 0, added.stderr
-            joined = bus.wait(lambda _: scaled(bus, "joined"), 60, "the joined event")[0]
+            joined = labctl_reading(lab, bus, "joined", "add", HOST, "--roles", "app",
+                                    "--memory", "512", "--cpus", "1")
         assert joined["result"] is True, joined
         assert joined["env"] == "dev" and joined["highstate"][HOST]["failed"] == []
         assert joined["highstate"][HOST]["changed"] > 0  # its roles' states applied now
@@ -67,9 +79,7 @@ def test_an_added_host_is_highstated_and_a_removed_one_leaves(lab, highstate):
         assert beacons["hpd_units"][0]["units"] == units
     finally:
         with EventBus(lab) as bus:
-            removed = labctl(lab, "remove", HOST)
-            left = bus.wait(lambda _: scaled(bus, "left"), 60, "the left event")[0]
-    assert removed.returncode == 0, removed.stderr
+            left = labctl_reading(lab, bus, "left", "remove", HOST)
     assert left["result"] is True and left["env"] == "dev"
     assert sorted(left["followers"]) == followers
     assert HOST not in lab.hosts
