@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 HOST = "app3"
 
 
+def labctl_cmd(lab, *args):
+    return [REPO / "lab" / "labctl", "--name", lab.lab.name, "--subnet", lab.state["subnet"],
+            *args]
+
+
 def labctl(lab, *args):
-    return subprocess.run([REPO / "lab" / "labctl", "--name", lab.lab.name,
-                           "--subnet", lab.state["subnet"], *args],
-                          capture_output=True, text=True, timeout=2400)
+    return subprocess.run(labctl_cmd(lab, *args), capture_output=True, text=True, timeout=2400)
 
 
 def scaled(bus, what):
@@ -33,8 +36,7 @@ def labctl_reading(lab, bus, what, *args):
     """labctl `args`, which waits for the master's reactor, while the test reads
     the master's bus (a subscriber that stops reading for minutes is dropped by
     the master's publisher); the hpd/scale/<what> event about HOST."""
-    with subprocess.Popen([REPO / "lab" / "labctl", "--name", lab.lab.name, "--subnet",
-                           lab.state["subnet"], *args], stdout=subprocess.PIPE,
+    with subprocess.Popen(labctl_cmd(lab, *args), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as run:
         bus.wait(lambda _: scaled(bus, what) or run.poll() is not None, 2400, f"the {what} event")
         _, err = run.communicate(timeout=300)
