@@ -585,7 +585,7 @@ def mysql_tune(mem_total=None):
 # ---------------------------------------------------------------------------
 
 #: Roles (pillar ``hpd:roles``, the inventory's) that make a host "shared": processes
-#: drop from 2 x cores to cores + 1.
+#: drop from 4 x cores to 2 x (cores + 1).
 UWSGI_HEAVY_ROLES = frozenset(
     {"cache", "varnish", "db", "database", "memcached", "redis", "postgres", "postgresql", "mysql"}
 )
@@ -593,7 +593,13 @@ UWSGI_HEAVY_ROLES = frozenset(
 #: app server may take; together they cap processes on small-memory hosts.
 UWSGI_WORKER_MIB = 128
 UWSGI_RAM_SHARE = 0.5
-UWSGI_THREADS = 2
+#: One thread per worker. Debian 12's uWSGI (2.0.21; upstream changed it in
+#: 2.0.25) stops a worker of several threads, in a chain reload or a recycle,
+#: by cancelling and joining its other threads from the signal handler: measured
+#: in the lab, 30 chain reloads under two clients, 4 of them hung a worker until
+#: its master killed it (worker-reload-mercy), failing the requests in it (8 of
+#: 23,572); single-threaded workers finish their request and exit: 0 of 24,748.
+UWSGI_THREADS = 1
 UWSGI_MAX_REQUESTS = 5000
 UWSGI_HARAKIRI = 30
 UWSGI_POST_BUFFERING = 8192
@@ -622,7 +628,7 @@ def _uwsgi_tune(cpus, mem_mib, roles=None, somaxconn=DEFAULT_SOMAXCONN):
     mem_mib = _number("mem_total", mem_mib)
     somaxconn = _number("somaxconn", somaxconn, integer=True)
     shared = bool(UWSGI_HEAVY_ROLES.intersection(_roles(roles)))
-    processes = cpus + 1 if shared else 2 * cpus
+    processes = 2 * (cpus + 1) if shared else 4 * cpus
     processes = max(1, min(processes, int(mem_mib * UWSGI_RAM_SHARE) // UWSGI_WORKER_MIB))
     listen = min(somaxconn, max(128, UWSGI_LISTEN_PER_THREAD * processes * UWSGI_THREADS))
     return {
@@ -651,12 +657,13 @@ def uwsgi_tune(cpus=None, mem_total=None, roles=None):
     point to measure from, not a final answer. Keys are uWSGI option names.
 
     ``processes``
-        2 x cores, or cores + 1 when the host also holds a heavy role (cache,
+        4 x cores, or 2 x (cores + 1) when the host also holds a heavy role (cache,
         varnish, db; also memcached, redis, postgres(ql), mysql, database),
         capped so that ``processes x 128MiB`` fits in half the RAM (at least 1).
     ``threads``
-        2 per process (Django waits on the database; the GIL makes more
-        threads worth little).
+        1: a worker of several threads drops the requests in it when a chain
+        reload stops it, in Debian 12's uWSGI (see ``UWSGI_THREADS``); the
+        processes take the concurrency threads would have given.
     ``listen``
         socket backlog: 64 per worker thread, at least 128, never above the
         kernel's ``net.core.somaxconn`` (uWSGI refuses to start above it).

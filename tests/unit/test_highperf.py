@@ -671,14 +671,16 @@ def test_mysql_tune_refuses_nonsense(hp, bad):
 @pytest.mark.parametrize(
     ("cpus", "mem", "roles", "somaxconn", "expected"),
     [
-        (1, 512, [], 4096, {"processes": 2, "listen": 256, "max-requests-delta": 1250}),
-        (1, 512, ["varnish"], 4096, {"processes": 2, "listen": 256}),
-        (8, 16384, ["app"], 4096, {"processes": 16, "listen": 2048, "max-requests-delta": 156}),
-        (8, 16384, ["app", "db"], 4096, {"processes": 9, "listen": 1152}),
-        (8, 16384, "app,cache", 4096, {"processes": 9}),
-        (128, MIB_PER_TIB, [], 4096, {"processes": 256, "listen": 4096, "max-requests-delta": 9}),
-        (128, MIB_PER_TIB, [], 128, {"processes": 256, "listen": 128}),
-        (128, MIB_PER_TIB, ["db", "cache"], 4096, {"processes": 129}),
+        (1, 512, [], 4096, {"processes": 2, "listen": 128, "max-requests-delta": 1250}),
+        (1, 512, ["varnish"], 4096, {"processes": 2, "listen": 128}),
+        (1, 1024, [], 4096, {"processes": 4, "listen": 256, "max-requests-delta": 625}),
+        (1, 1024, ["varnish"], 4096, {"processes": 4}),
+        (8, 16384, ["app"], 4096, {"processes": 32, "listen": 2048, "max-requests-delta": 78}),
+        (8, 16384, ["app", "db"], 4096, {"processes": 18, "listen": 1152}),
+        (8, 16384, "app,cache", 4096, {"processes": 18}),
+        (128, MIB_PER_TIB, [], 4096, {"processes": 512, "listen": 4096, "max-requests-delta": 4}),
+        (128, MIB_PER_TIB, [], 128, {"processes": 512, "listen": 128}),
+        (128, MIB_PER_TIB, ["db", "cache"], 4096, {"processes": 258}),
         (128, 512, [], 4096, {"processes": 2}),  # memory caps the workers
         (4, 1024, [], 100, {"processes": 4, "listen": 100}),
     ],
@@ -686,7 +688,7 @@ def test_mysql_tune_refuses_nonsense(hp, bad):
 def test_uwsgi_tune_pinned(hp, cpus, mem, roles, somaxconn, expected):
     ret = hp._uwsgi_tune(cpus, mem, roles=roles, somaxconn=somaxconn)
     assert {k: ret[k] for k in expected} == expected
-    assert ret["threads"] == 2
+    assert ret["threads"] == 1
     assert ret["max-requests"] == 5000
     assert ret["harakiri"] == 30
     assert ret["post-buffering"] == 8192
@@ -699,7 +701,7 @@ def test_uwsgi_tune_pinned(hp, cpus, mem, roles, somaxconn, expected):
 def test_uwsgi_tune_rules(hp, mem, cpus, roles, somaxconn):
     ret = hp._uwsgi_tune(cpus, mem, roles=roles, somaxconn=somaxconn)
     heavy = bool({"cache", "varnish", "db"} & set(roles))
-    wanted = cpus + 1 if heavy else 2 * cpus
+    wanted = 2 * (cpus + 1) if heavy else 4 * cpus
     assert 1 <= ret["processes"] <= wanted
     assert ret["processes"] == wanted or ret["processes"] * 128 <= mem // 2
     assert ret["listen"] <= somaxconn
@@ -729,12 +731,12 @@ def test_uwsgi_tune_roles_come_from_the_inventory_not_a_grain(hp, monkeypatch):
     ``roles`` grain, which the minion sets itself, does not."""
     monkeypatch.setattr(hp, "__grains__", {"num_cpus": 8, "mem_total": 16384, "roles": ["app"]})
     monkeypatch.setattr(hp, "__pillar__", {"hpd": {"roles": ["app", "db"]}}, raising=False)
-    assert hp.uwsgi_tune()["processes"] == 9  # shared with the database: cores + 1
+    assert hp.uwsgi_tune()["processes"] == 18  # shared with the database: 2 x (cores + 1)
     monkeypatch.setattr(hp, "__grains__", {"num_cpus": 8, "mem_total": 16384, "roles": ["db"]})
     monkeypatch.setattr(hp, "__pillar__", {"hpd": {"roles": ["app"]}}, raising=False)
-    assert hp.uwsgi_tune()["processes"] == 16
+    assert hp.uwsgi_tune()["processes"] == 32
     monkeypatch.setattr(hp, "__pillar__", {}, raising=False)
-    assert hp.uwsgi_tune()["processes"] == 16, "no inventory: not shared"
+    assert hp.uwsgi_tune()["processes"] == 32, "no inventory: not shared"
 
 
 # ---------------------------------------------------------------------------
@@ -1275,9 +1277,9 @@ def test_loader_mysql_and_uwsgi(highperf, loaders, hp):
     assert highperf.mysql_tune() == highperf.mysql_tune(
         mem_total=hp._coarse_mib(loaders.grains["mem_total"]))
     ret = highperf.uwsgi_tune(cpus=4, mem_total=8192, roles=["app"])
-    assert ret["processes"] == 8
+    assert ret["processes"] == 16
     assert ret["listen"] <= int(pathlib.Path("/proc/sys/net/core/somaxconn").read_text())
-    assert highperf.uwsgi_tune(cpus=4, mem_total=8192, roles="app,db")["processes"] == 5
+    assert highperf.uwsgi_tune(cpus=4, mem_total=8192, roles="app,db")["processes"] == 10
 
 
 def test_loader_refuses_nonsense(highperf):
