@@ -204,14 +204,15 @@ def test_a_dead_cache_host_is_ejected_and_rejoins(lab, farm, short_retry, kind, 
     try:
         # Each of its keys set, then read back, through twemproxy, each operation
         # retried until it succeeds: the first one fails until twemproxy has seen
-        # server_failure_limit failures and ejected the host, then every operation
-        # succeeds (its keys land on the live host). One run, well within the
-        # retry timeout.
+        # server_failure_limit failures and ejected the host (or none, when the
+        # site's own requests on that host, e.g. haproxy's health checks, already
+        # made it), then every operation succeeds (its keys land on the live
+        # host). One run, well within the retry timeout.
         results = run(lab, app, kind, [["set", "127.0.0.1", local, k] for k in keys]
                       + [["get", "127.0.0.1", local, k] for k in keys], tries=limit + 1)
         assert all(ok for ok, *_ in results), results
         failures = [failed for _, failed, _ in results]
-        assert 1 <= failures[0] <= limit and not any(failures[1:]), results
+        assert failures[0] <= limit and not any(failures[1:]), results
     finally:
         lab.exec(dead, "systemctl", "enable", "--now", service)
     # Back after the retry timeout: new keys land on it again. (memcached's unit is
